@@ -1,0 +1,105 @@
+"""Reading and writing table artifacts (Parquet) the same way in every stage, local or ``gs://``.
+
+An artifact is a single Parquet file, or a directory of Parquet shards completed by a ``_SUCCESS`` marker.
+Readers refuse a directory without the marker: a killed job must never be read as complete.
+Writers write into a temporary sibling and rename it into place, so the marker and the rename are the
+commit point.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import uuid
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SUCCESS_MARKER = "_SUCCESS"
+
+
+class IncompleteArtifactError(RuntimeError):
+    """A directory artifact has no _SUCCESS marker (its job died or is still running)."""
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def list_parquet_files(path: str) -> list[str]:
+    """The Parquet files of an artifact: a file, a glob, or a completed directory of shards."""
+    if _is_remote(path):
+        from apache_beam.io.filesystems import FileSystems
+
+        pattern = path.rstrip("/") + "/*.parquet" if not path.endswith(".parquet") and "*" not in path else path
+        return sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
+    if os.path.isdir(path):
+        if not os.path.exists(os.path.join(path, SUCCESS_MARKER)):
+            raise IncompleteArtifactError(f"{path}: no {SUCCESS_MARKER} marker; the job that writes it did not finish")
+        return sorted(glob.glob(os.path.join(path, "*.parquet")))
+    if any(ch in path for ch in "*?["):
+        files = sorted(glob.glob(path))
+        if not files:
+            raise FileNotFoundError(f"no files match {path}")
+        return files
+    if not os.path.exists(path):
+        raise FileNotFoundError(path)
+    return [path]
+
+
+def read_table(path: str, columns: list[str] | None = None) -> pa.Table:
+    """Read a whole artifact into one Arrow table (schemas unified across shards)."""
+    files = list_parquet_files(path)
+    if not files:
+        raise FileNotFoundError(f"{path}: no Parquet files")
+    if _is_remote(path):
+        from apache_beam.io.filesystems import FileSystems
+
+        tables = []
+        for f in files:
+            with FileSystems.open(f) as handle:
+                tables.append(pq.read_table(handle, columns=columns))
+    else:
+        tables = [pq.read_table(f, columns=columns) for f in files]
+    return pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+
+
+def write_table_atomic(table: pa.Table, path: str) -> None:
+    """Write one Parquet file so that readers see the old file or the new one, never half of it."""
+    if _is_remote(path):
+        from apache_beam.io.filesystems import FileSystems
+
+        # GCS object writes are atomic on close.
+        with FileSystems.create(path) as handle:
+            pq.write_table(table, handle)
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def replace_directory_atomic(staging_dir: str, final_dir: str) -> None:
+    """Swap a finished staging directory into place (local paths), then drop the old one.
+
+    The final path is a rename away at every instant, so a reader sees either the previous complete
+    artifact or the new complete one.
+    """
+    final_dir = os.path.abspath(final_dir)
+    open(os.path.join(staging_dir, SUCCESS_MARKER), "w").close()
+    old = None
+    if os.path.exists(final_dir):
+        old = f"{final_dir}.old-{uuid.uuid4().hex}"
+        os.replace(final_dir, old)
+    os.replace(staging_dir, final_dir)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def staging_path(final_dir: str) -> str:
+    """A fresh sibling directory to write an artifact into before ``replace_directory_atomic``."""
+    final_dir = os.path.abspath(final_dir)
+    path = f"{final_dir}.staging-{uuid.uuid4().hex}"
+    os.makedirs(path)
+    return path
