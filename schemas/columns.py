@@ -51,3 +51,7 @@ def label_column(set_name: str) -> str:
 def class_column(set_name: str) -> str:
     """The per-set class column of node assignments and partition tuples, e.g. ``class_set1``."""
     return f"class_{set_name}"
+
+# Internal to Beam jobs, never written to an artifact: a photo's position in the job's input
+# (file ordinal << 40 | row in file), the deterministic "first occurrence" rule for duplicate photo_ids.
+ROW_KEY = "_row_key"
