@@ -1,0 +1,297 @@
+"""The combiner: several coarse classifiers -> one fine-grained prediction (Sec. 4.2, Eq. 3 and 4).
+
+For a batch of images and the class probabilities P_i of each set i:
+
+- NormalizedSum (Eq. 3): every node g gets s(g) = sum_i P_i(c_i(g)) / Z_i with Z_i = sum_c P_i(c) * |c|
+  (|c| = nodes in class c), so a set of large classes does not outweigh a set of small ones;
+- SimpleSum: the same without Z_i;
+- a single set: its arg-max class (SimpleSum over one set; the partitions of one set are its classes).
+
+All nodes of a partition share a score, so scoring runs over partitions: score[b, p] = sum_i q_i[b, T[p, i]]
+with q_i = P_i / Z_i, a gather through the partition tuples, never a loop over nodes. The result is exactly the
+per-node answer: the arg-max nodes are the nodes of the arg-max partitions (a test checks it against a direct
+per-node Eq. 3).
+
+Arg-max ties: every partition whose score is >= max - ``tie_rtol`` * |max| (default 1e-12, i.e. equal up to
+float64 rounding of sums taken in different orders) is in the arg-max set. The predicted location (Eq. 4) is
+the mean of the training images' unit vectors over all arg-max partitions, projected back to the sphere
+(from their stored xyz sums); a set of partitions without images falls back to its nodes' centres.
+
+Speed: most images have peaked distributions, so a threshold bound avoids touching most partitions: with the
+top-m classes of each set as candidates (through the (set, class) -> partitions index), every partition outside
+them scores at most B = sum_i (m+1)-th largest q_i. When the k-th best candidate is >= B and the best is
+> B + tolerance, the top-k and the whole arg-max set are exact; otherwise m grows, and when the candidates would
+cover a large share of the partitions, the image is scored densely over all partitions. Float addition is
+monotone and the bound sums the sets in the same order as the scores, so the test is exact, not approximate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from partition_gen.geo import xyz_to_latlng
+from partition_gen.partitions import Partitions
+
+NORMALIZED_SUM = "NormalizedSum"
+SIMPLE_SUM = "SimpleSum"
+RULES = (NORMALIZED_SUM, SIMPLE_SUM)
+
+DEFAULT_TIE_RTOL = 1e-12
+# Dense scoring materialises (images x partitions) float64 scores; this caps one chunk at ~64 MB.
+_DENSE_CHUNK_ELEMENTS = 8_000_000
+
+
+@dataclass(frozen=True)
+class BatchPrediction:
+    """Predictions for a batch of B images; top-k arrays are (B, k) with k = min(top_k, partitions)."""
+
+    lat: np.ndarray
+    lng: np.ndarray
+    score: np.ndarray
+    n_argmax: np.ndarray
+    topk_ids: np.ndarray
+    topk_scores: np.ndarray
+    topk_lat: np.ndarray
+    topk_lng: np.ndarray
+    argmax_partitions: list[np.ndarray]
+
+
+class Combiner:
+    """Combines per-set class probabilities over ``partitions`` (all of its sets) with one rule."""
+
+    def __init__(
+        self,
+        partitions: Partitions,
+        rule: str = NORMALIZED_SUM,
+        top_k: int = 5,
+        tie_rtol: float = DEFAULT_TIE_RTOL,
+        initial_depth: int = 8,
+        dense_fraction: float = 0.25,
+    ):
+        if rule not in RULES:
+            raise ValueError(f"unknown combination rule '{rule}', expected one of {RULES}")
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        self.partitions = partitions
+        self.rule = rule
+        self.top_k = min(top_k, partitions.n_partitions)
+        self.tie_rtol = tie_rtol
+        self.initial_depth = max(1, initial_depth)
+        self.dense_fraction = dense_fraction
+        self._center_lat, self._center_lng = partitions.centers_latlng()
+        self._class_sizes = [s.astype(np.float64) for s in partitions.class_sizes]
+        # Mean partitions per class, to estimate how many candidates a depth would gather.
+        self._mean_members = max(partitions.n_partitions / max(k, 1) for k in partitions.n_classes)
+
+    # ------------------------------------------------------------------------------------------ inputs
+
+    def class_weights(self, probabilities: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """q_i per set, float64 (B, K_i): P_i / Z_i for NormalizedSum, P_i for SimpleSum."""
+        weights, batch = [], None
+        for name, k, sizes in zip(self.partitions.set_names, self.partitions.n_classes, self._class_sizes):
+            if name not in probabilities:
+                raise ValueError(f"no probabilities for geoclass set '{name}' (got: {', '.join(probabilities)})")
+            p = np.asarray(probabilities[name], dtype=np.float64)
+            if p.ndim != 2 or p.shape[1] != k:
+                raise ValueError(f"probabilities of set '{name}' have shape {p.shape}, expected (batch, {k})")
+            if batch is not None and p.shape[0] != batch:
+                raise ValueError(f"set '{name}' has {p.shape[0]} rows, other sets have {batch}")
+            batch = p.shape[0]
+            if not np.isfinite(p).all() or (p < 0).any():
+                raise ValueError(f"probabilities of set '{name}' hold NaN, inf or negative values")
+            if self.rule == NORMALIZED_SUM:
+                z = p @ sizes
+                if (z <= 0).any():
+                    raise ValueError(f"set '{name}': all probability is on classes without nodes (Z = 0)")
+                p = p / z[:, None]
+            weights.append(p)
+        return weights
+
+    # ------------------------------------------------------------------------------------------ scoring
+
+    def scores(self, probabilities: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Dense (B, P) partition scores: for figures and checks; ``predict`` avoids building this."""
+        q = self.class_weights(probabilities)
+        return self._dense_scores(q, np.arange(q[0].shape[0]))
+
+    def _dense_scores(self, q: list[np.ndarray], images: np.ndarray) -> np.ndarray:
+        tuples = self.partitions.tuples
+        total = q[0][images][:, tuples[:, 0]]
+        for i in range(1, len(q)):
+            total += q[i][images][:, tuples[:, i]]
+        return total
+
+    def predict(self, probabilities: Mapping[str, np.ndarray]) -> BatchPrediction:
+        q = self.class_weights(probabilities)
+        batch = q[0].shape[0]
+        k = self.top_k
+        out = _Output(batch, k)
+        pending = np.arange(batch)
+        depth = self.initial_depth
+        while pending.size:
+            too_deep = depth >= min(self.partitions.n_classes) or (
+                depth * len(q) * self._mean_members > self.dense_fraction * self.partitions.n_partitions
+            )
+            if too_deep:
+                self._predict_dense(q, pending, out)
+                break
+            pending = self._predict_pruned(q, pending, depth, out)
+            depth *= 4
+        return out.finish(self)
+
+    def _tolerance(self, best: np.ndarray) -> np.ndarray:
+        return self.tie_rtol * np.abs(best)
+
+    def _predict_pruned(self, q: list[np.ndarray], images: np.ndarray, depth: int, out: _Output) -> np.ndarray:
+        """Score only partitions in the top-``depth`` classes of some set; return the images left undecided."""
+        parts = self.partitions
+        n = images.size
+        bound = np.zeros(n)
+        cand_img, cand_pid = [], []
+        local = np.arange(n)
+        for i, qi in enumerate(q):
+            rows = qi[images]
+            order = np.argpartition(-rows, depth, axis=1)
+            top = order[:, :depth]
+            bound += np.take_along_axis(rows, order[:, depth : depth + 1], axis=1)[:, 0]
+            cls = top.ravel()
+            img = np.repeat(local, depth)
+            start = parts.class_indptr[i][cls]
+            count = parts.class_indptr[i][cls + 1] - start
+            offsets = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+            cand_pid.append(parts.class_members[i][np.repeat(start, count) + offsets])
+            cand_img.append(np.repeat(img, count))
+        key = np.unique(np.concatenate(cand_img).astype(np.int64) * parts.n_partitions + np.concatenate(cand_pid))
+        img = key // parts.n_partitions
+        pid = key % parts.n_partitions
+        score = q[0][images[img], parts.tuples[pid, 0]]
+        for i in range(1, len(q)):
+            score = score + q[i][images[img], parts.tuples[pid, i]]
+
+        # Within each image: best score first, then ascending partition id (deterministic ties).
+        order = np.lexsort((pid, -score, img))
+        img, pid, score = img[order], pid[order], score[order]
+        group_start = np.searchsorted(img, local)
+        group_count = np.bincount(img, minlength=n)
+        rank = np.arange(img.size) - group_start[img]
+        best = np.full(n, -np.inf)
+        has = group_count > 0
+        best[has] = score[group_start[has]]
+        k = out.k
+        kth = np.full(n, -np.inf)
+        enough = group_count >= k
+        kth[enough] = score[group_start[enough] + k - 1]
+        tol = self._tolerance(best)
+        decided = enough & (kth >= bound) & (bound < best - tol)
+
+        pick = decided[img]
+        top_mask = pick & (rank < k)
+        out.set_topk(images[img[top_mask]], rank[top_mask], pid[top_mask], score[top_mask])
+        tie_mask = pick & (score >= (best - tol)[img])
+        out.set_argmax(images[img[tie_mask]], pid[tie_mask], best[img[tie_mask]])
+        return images[~decided]
+
+    def _predict_dense(self, q: list[np.ndarray], images: np.ndarray, out: _Output) -> None:
+        k = out.k
+        chunk = max(1, _DENSE_CHUNK_ELEMENTS // max(self.partitions.n_partitions, 1))
+        for lo in range(0, images.size, chunk):
+            sub = images[lo : lo + chunk]
+            s = self._dense_scores(q, sub)
+            best = s.max(axis=1)
+            ties = s >= (best - self._tolerance(best))[:, None]
+            rows, pid = np.nonzero(ties)
+            out.set_argmax(sub[rows], pid, best[rows])
+            top = np.argpartition(-s, k - 1, axis=1)[:, :k] if k < s.shape[1] else np.tile(np.arange(s.shape[1]), (sub.size, 1))
+            top_scores = np.take_along_axis(s, top, axis=1)
+            order = np.lexsort((top, -top_scores), axis=-1)
+            top = np.take_along_axis(top, order, axis=1)
+            top_scores = np.take_along_axis(top_scores, order, axis=1)
+            ranks = np.broadcast_to(np.arange(k), top.shape)
+            out.set_topk(np.repeat(sub, k), ranks.ravel(), top.ravel(), top_scores.ravel())
+
+
+class _Output:
+    """Accumulates per-image answers from the pruned and dense paths, in any order."""
+
+    def __init__(self, batch: int, k: int):
+        self.k = k
+        self.topk_ids = np.full((batch, k), -1, dtype=np.int64)
+        self.topk_scores = np.full((batch, k), np.nan)
+        self.score = np.full(batch, np.nan)
+        self._argmax_img: list[np.ndarray] = []
+        self._argmax_pid: list[np.ndarray] = []
+
+    def set_topk(self, img, rank, pid, score) -> None:
+        self.topk_ids[img, rank] = pid
+        self.topk_scores[img, rank] = score
+
+    def set_argmax(self, img, pid, best) -> None:
+        self._argmax_img.append(np.asarray(img, dtype=np.int64))
+        self._argmax_pid.append(np.asarray(pid, dtype=np.int64))
+        self.score[img] = best
+
+    def finish(self, combiner: Combiner) -> BatchPrediction:
+        parts = combiner.partitions
+        batch = self.score.size
+        img = np.concatenate(self._argmax_img) if self._argmax_img else np.zeros(0, np.int64)
+        pid = np.concatenate(self._argmax_pid) if self._argmax_pid else np.zeros(0, np.int64)
+        order = np.lexsort((pid, img))
+        img, pid = img[order], pid[order]
+        # Eq. 4 over all tied partitions: sum their image unit-vector sums, then project to the sphere.
+        xyz = np.stack([np.bincount(img, weights=parts.xyz_sum[pid, a], minlength=batch) for a in range(3)], axis=1)
+        fallback = np.stack(
+            [np.bincount(img, weights=parts.node_center_sum[pid, a], minlength=batch) for a in range(3)], axis=1
+        )
+        empty = np.linalg.norm(xyz, axis=1) <= 1e-12
+        xyz[empty] = fallback[empty]
+        lat, lng = xyz_to_latlng(xyz)
+        bounds = np.searchsorted(img, np.arange(batch + 1))
+        argmax = [pid[bounds[b] : bounds[b + 1]] for b in range(batch)]
+        valid = self.topk_ids >= 0
+        safe = np.where(valid, self.topk_ids, 0)
+        topk_lat = np.where(valid, combiner._center_lat[safe], np.nan)
+        topk_lng = np.where(valid, combiner._center_lng[safe], np.nan)
+        return BatchPrediction(
+            lat=lat,
+            lng=lng,
+            score=self.score,
+            n_argmax=np.diff(bounds),
+            topk_ids=self.topk_ids,
+            topk_scores=self.topk_scores,
+            topk_lat=topk_lat,
+            topk_lng=topk_lng,
+            argmax_partitions=argmax,
+        )
+
+
+@dataclass(frozen=True)
+class Method:
+    """A prediction method: which sets, and how they are combined (one set: its arg-max class)."""
+
+    name: str
+    set_names: tuple[str, ...]
+    rule: str = NORMALIZED_SUM
+
+    def combiner(self, partitions: Partitions, top_k: int = 5) -> Combiner:
+        rule = SIMPLE_SUM if len(self.set_names) == 1 else self.rule
+        return Combiner(partitions.restrict(self.set_names), rule=rule, top_k=top_k)
+
+
+def node_scores_reference(
+    node_classes: Mapping[str, np.ndarray], probabilities: Mapping[str, np.ndarray], rule: str = NORMALIZED_SUM
+) -> np.ndarray:
+    """Eq. 3 evaluated per node (B, N): the dense definition the partition combiner must reproduce.
+
+    Used by the benchmark as the baseline and by tests; cost is O(B * N * sets).
+    """
+    total = None
+    for name, classes in node_classes.items():
+        p = np.asarray(probabilities[name], dtype=np.float64)
+        per_node = p[:, classes]
+        if rule == NORMALIZED_SUM:
+            per_node = per_node / per_node.sum(axis=1, keepdims=True)
+        total = per_node if total is None else total + per_node
+    return total
