@@ -341,7 +341,7 @@ def tokens_to_cell_ids(tokens: Iterable[str]) -> np.ndarray:
 
 
 def cell_ids_to_face_ij(cell_ids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Face and leaf coordinates ``(i, j)`` of each cell's lower-left leaf (S2CellId::ToFaceIJOrientation)."""
+    """Face and leaf coordinates ``(i, j)`` of a leaf inside each cell (S2CellId::ToFaceIJOrientation)."""
     ids = _as_cell_ids(cell_ids).reshape(-1)
     face, i, j, _ = _face_ij_orientation(ids)
     shape = np.shape(cell_ids)
