@@ -1,0 +1,323 @@
+"""Train the per-geoclass-set softmax heads on stored frozen features (paper section 4.1).
+
+Reads the training-examples artifact of ``pipelines.make_examples`` and checks it against the geoclass-sets
+artifact it claims to come from; trains one head per set with RMSprop; evaluates on the eval split after
+every epoch; checkpoints every epoch (weights, optimizer state and the epoch counter) and resumes from the
+last checkpoint when started again on the same ``--job_dir``; writes TensorBoard logs, ``history.json`` and
+``curves.png``. Optionally exports the model artifact (``--export_dir``, see ``trainer.export``).
+
+Run locally::
+
+    python -m trainer.train --examples out/examples --sets out/geoclass_sets --job_dir out/job \\
+        --epochs 5 [--config trainer.yaml] [--steps_per_epoch 1000] [--batch_size 256] [--export_dir out/model]
+
+Hyperparameters (``trainer.hparams.HParams``) come from defaults, then ``--config``, then flags. A killed run
+is resumed by running the same command again: it continues after the last finished epoch and, with the same
+seed, ends in the same state as an uninterrupted run (the shuffle order of epoch e depends only on the seed
+and e). Raising ``--epochs`` on a finished job dir trains the extra epochs.
+
+On a GPU machine or Vertex AI, run the same module; ``--examples``, ``--sets`` and ``--job_dir`` may be
+``gs://`` paths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from trainer import hparams as hp
+from trainer import inputs
+from trainer.model import build_model, head_sizes
+
+log = logging.getLogger("trainer.train")
+
+STATE_FILE = "state.json"
+HISTORY_FILE = "history.json"
+CURVES_FILE = "curves.png"
+CHECKPOINT_DIR = "checkpoints"
+LOG_DIR = "logs"
+
+
+class ResumeError(ValueError):
+    """The job dir holds a run that cannot be continued with the given inputs or hyperparameters."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    model: keras.Model
+    job_dir: str
+    epochs_trained_now: int
+    history: dict[str, list[float]]
+    binding: inputs.SetsBinding
+
+    @property
+    def final_metrics(self) -> dict[str, float]:
+        return {key: values[-1] for key, values in self.history.items() if values}
+
+
+# ---------------------------------------------------------------------------------------------- job dir files
+
+
+def _write_text_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with tf.io.gfile.GFile(tmp, "w") as handle:
+        handle.write(text)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def _read_state(job_dir: str) -> dict | None:
+    path = os.path.join(job_dir, STATE_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path, "r") as handle:
+        return json.loads(handle.read())
+
+
+def _checkpoint_path(job_dir: str, epoch: int) -> str:
+    return os.path.join(job_dir, CHECKPOINT_DIR, f"epoch-{epoch:04d}.keras")
+
+
+def _save_checkpoint(model: keras.Model, job_dir: str, epoch: int) -> str:
+    """Save model + optimizer state; the state file written afterwards is the commit point."""
+    final = _checkpoint_path(job_dir, epoch)
+    tf.io.gfile.makedirs(os.path.dirname(final))
+    partial = final.replace(".keras", ".partial.keras")
+    model.save(partial)
+    tf.io.gfile.rename(partial, final, overwrite=True)
+    return final
+
+
+def _prune_checkpoints(job_dir: str, keep: int) -> None:
+    existing = sorted(tf.io.gfile.glob(os.path.join(job_dir, CHECKPOINT_DIR, "epoch-*.keras")))
+    for path in [p for p in existing if not p.endswith(".partial.keras")][:-keep]:
+        tf.io.gfile.remove(path)
+
+
+def _check_resumable(state: Mapping, params: hp.HParams, binding: inputs.SetsBinding, job_dir: str) -> None:
+    saved = state["hparams"]
+    current = params.to_dict()
+    changed = sorted(
+        key for key in set(saved) | set(current) if key not in hp.RESUMABLE_CHANGES and saved.get(key) != current.get(key)
+    )
+    if changed:
+        detail = ", ".join(f"{key}: {saved.get(key)!r} in the job dir vs {current.get(key)!r} now" for key in changed)
+        raise ResumeError(
+            f"{job_dir} holds a run with other hyperparameters ({detail}); use a new --job_dir or the same values"
+        )
+    if state["sets_checksum"] != binding.checksum or list(state["set_names"]) != list(binding.set_names):
+        raise ResumeError(
+            f"{job_dir} holds a run on geoclass sets {state['set_names']} (checksum {state['sets_checksum']}), "
+            f"but the examples now given are for {list(binding.set_names)} (checksum {binding.checksum})"
+        )
+
+
+# ---------------------------------------------------------------------------------------------- logging/curves
+
+
+class EpochScalars(keras.callbacks.Callback):
+    """Epoch metrics as TensorBoard scalars (train/ and validation/ runs, tags ``epoch_<metric>``).
+
+    Keras' own TensorBoard callback needs the ``tensorboard`` package, which the pinned environment lacks;
+    ``tf.summary.write`` with the scalars plugin metadata writes the same event files without it.
+    """
+
+    def __init__(self, log_dir: str):
+        super().__init__()
+        from tensorflow.core.framework import summary_pb2
+
+        self._writers = {
+            "train": tf.summary.create_file_writer(os.path.join(log_dir, "train")),
+            "validation": tf.summary.create_file_writer(os.path.join(log_dir, "validation")),
+        }
+        self._metadata = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+        )
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        for key, value in (logs or {}).items():
+            run, tag = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+            with self._writers[run].as_default():
+                tf.summary.write(f"epoch_{tag}", tf.constant(float(value)), step=epoch, metadata=self._metadata)
+        for writer in self._writers.values():
+            writer.flush()
+
+
+def _tensorboard_callback(log_dir: str) -> keras.callbacks.Callback:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is not None:
+        return keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch")
+    return EpochScalars(log_dir)
+
+
+def plot_curves(history: Mapping[str, Sequence[float]], set_names: Sequence[str], path: str) -> None:
+    """Loss, top-1 and top-5 per head against epochs; solid = train, dashed = eval."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("loss", "cross-entropy"), ("top1", "top-1 accuracy"), ("top5", "top-5 accuracy")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
+    for ax, (metric, title) in zip(axes, panels):
+        for i, name in enumerate(set_names):
+            color = f"C{i % 10}"
+            for prefix, style in (("", "-"), ("val_", "--")):
+                values = history.get(f"{prefix}{name}_{metric}")
+                if values:
+                    epochs = range(1, len(values) + 1)
+                    label = f"{name} {'eval' if prefix else 'train'}"
+                    ax.plot(epochs, values, style, color=color, marker=".", label=label)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    with tf.io.gfile.GFile(path, "wb") as handle:
+        handle.write(buffer.getvalue())
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def train(examples_dir: str, sets: str | Mapping, job_dir: str, params: hp.HParams | None = None) -> TrainResult:
+    """Train (or resume training of) the heads; returns the model after the last epoch."""
+    params = params or hp.HParams()
+    info = inputs.read_examples_info(examples_dir)
+    head_names = list(params.heads) if params.heads else list(info.set_names)
+    binding = info.binding.restricted_to(head_names)
+    inputs.check_binding(binding, inputs.read_sets_binding(sets))
+    train_files = inputs.list_shards(examples_dir, inputs.SPLIT_TRAIN)
+    eval_files = inputs.list_shards(examples_dir, inputs.SPLIT_EVAL)
+    seed_everything(params.seed, params.deterministic)
+    tf.io.gfile.makedirs(job_dir)
+    train_batches = inputs.batches_in(inputs.split_size(info, train_files, inputs.SPLIT_TRAIN), params.batch_size)
+    eval_batches = inputs.batches_in(inputs.split_size(info, eval_files, inputs.SPLIT_EVAL), params.batch_size)
+
+    state = _read_state(job_dir)
+    if state is None:
+        model = build_model(
+            info.embedding_dim,
+            binding.n_classes,
+            learning_rate=params.learning_rate,
+            rho=params.rho,
+            momentum=params.momentum,
+            epsilon=params.epsilon,
+            seed=params.seed,
+            jit_compile=params.jit_compile,
+        )
+        first_epoch, history = 0, {}
+    else:
+        _check_resumable(state, params, binding, job_dir)
+        first_epoch, history = int(state["epoch"]), {k: list(v) for k, v in state["history"].items()}
+        log.info("resuming %s after epoch %d from %s", job_dir, first_epoch, state["checkpoint"])
+        model = keras.saving.load_model(state["checkpoint"], safe_mode=True)
+        if head_sizes(model) != dict(binding.n_classes):
+            raise ResumeError(f"checkpoint {state['checkpoint']} has heads {head_sizes(model)}, expected {dict(binding.n_classes)}")
+
+    _write_text_atomic(os.path.join(job_dir, "hparams.json"), json.dumps(params.to_dict(), indent=2) + "\n")
+    log.info(
+        "training heads %s (classes %s) on %d-d features: epochs %d..%d, %d train / %d eval shards, job dir %s",
+        head_names, dict(binding.n_classes), info.embedding_dim, first_epoch + 1, params.epochs,
+        len(train_files), len(eval_files), job_dir,
+    )  # fmt: skip
+    if first_epoch >= params.epochs:
+        log.info("nothing to train: %s already holds %d epochs (asked for %d)", job_dir, first_epoch, params.epochs)
+    tensorboard = _tensorboard_callback(os.path.join(job_dir, LOG_DIR))
+    for epoch in range(first_epoch, params.epochs):
+        started = time.perf_counter()
+        # One fit call per epoch, each on the stream of that epoch, keeps the data a function of (seed, epoch).
+        fit = model.fit(
+            inputs.train_dataset(
+                train_files, info, head_names, params.batch_size, params.seed, epoch, params.shuffle_buffer,
+                steps=params.steps_per_epoch, pass_batches=train_batches,
+            ),
+            validation_data=inputs.eval_dataset(
+                eval_files, info, head_names, params.batch_size, params.eval_steps, pass_batches=eval_batches
+            ),
+            shuffle=False,
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            verbose=params.verbose,
+            callbacks=[tensorboard],
+        )  # fmt: skip
+        for key, values in fit.history.items():
+            history.setdefault(key, []).append(float(values[-1]))
+        history.setdefault("epoch_seconds", []).append(time.perf_counter() - started)
+        checkpoint = _save_checkpoint(model, job_dir, epoch + 1)
+        state = {
+            "epoch": epoch + 1,
+            "checkpoint": checkpoint,
+            "hparams": params.to_dict(),
+            "set_names": list(binding.set_names),
+            "n_classes": dict(binding.n_classes),
+            "sets_checksum": binding.checksum,
+            "embedding_dim": info.embedding_dim,
+            "history": history,
+        }
+        _write_text_atomic(os.path.join(job_dir, STATE_FILE), json.dumps(state, indent=1) + "\n")
+        _prune_checkpoints(job_dir, params.keep_checkpoints)
+        _write_text_atomic(os.path.join(job_dir, HISTORY_FILE), json.dumps(history, indent=1) + "\n")
+        plot_curves(history, head_names, os.path.join(job_dir, CURVES_FILE))
+        log.info(
+            "epoch %d/%d done in %.1fs: %s", epoch + 1, params.epochs, history["epoch_seconds"][-1],
+            ", ".join(f"{name} eval top1 {history.get(f'val_{name}_top1', [float('nan')])[-1]:.3f}" for name in head_names),
+        )  # fmt: skip
+    return TrainResult(
+        model=model,
+        job_dir=job_dir,
+        epochs_trained_now=max(0, params.epochs - first_epoch),
+        history=history,
+        binding=binding,
+    )
+
+
+def run(argv: Sequence[str] | None = None) -> TrainResult:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--examples", required=True, help="training-examples artifact dir (make_examples)")
+    parser.add_argument("--sets", required=True, help="geoclass-sets artifact dir (or its sets.json)")
+    parser.add_argument("--job_dir", required=True, help="checkpoints, logs, history; reuse it to resume")
+    parser.add_argument("--export_dir", default=None, help="also export the model artifact here after training")
+    parser.add_argument("--backbone_weights", default=None, help="Inception v3 weights for the exported geolocator")
+    hp.add_flags(parser)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.error(f"unknown arguments: {' '.join(unknown)}")
+    params = hp.from_args(args)
+    result = train(args.examples, args.sets, args.job_dir, params)
+    if args.export_dir:
+        from trainer.export import export_model
+
+        export_model(
+            result.model,
+            args.export_dir,
+            args.sets,
+            backbone_weights=args.backbone_weights,
+            trained_checksum=result.binding.checksum,
+        )
+    return result
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run()
