@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -634,14 +635,12 @@ class StagedOutput:
 
     def __init__(self, final_dir: str):
         self.final = final_dir.rstrip("/")
+        # Nothing is created until the pipeline writes, so a job refused at launch leaves no trace.
         self.path = f"{self.final}.staging-{uuid.uuid4().hex[:12]}"
-        if not _is_remote(self.path):
-            import os
-
-            os.makedirs(self.path)
 
     def commit(self) -> None:
         if not _is_remote(self.final):
+            os.makedirs(self.path, exist_ok=True)
             replace_directory_atomic(self.path, self.final)
             return
         marker = FileSystems.join(self.final, SUCCESS_MARKER)
