@@ -179,9 +179,21 @@ def validate_manifest(schema: pa.Schema, table_name: str = "manifest") -> None:
         raise SchemaError(f"{table_name}: needs an '{c.IMAGE_URI}' or an '{c.EMBEDDING}' column")
 
 
+def check_no_nulls(table_name: str, table: pa.Table, expected: pa.Schema) -> None:
+    """Raise SchemaError naming the first non-nullable column of ``expected`` that holds a null, and its row."""
+    for field in expected:
+        if field.nullable or field.name not in table.column_names:
+            continue
+        column = table.column(field.name)
+        if column.null_count:
+            row = int(column.is_null().to_numpy(zero_copy_only=False).argmax())
+            raise SchemaError(f"{table_name}: column '{field.name}' is null at row {row} ({column.null_count} nulls)")
+
+
 def validate_features(table: pa.Table, embedding_dim: int | None = None, table_name: str = "features") -> None:
     """Whole-table check for artifacts that must already be clean (written by our own jobs)."""
     check_columns(table_name, table.schema, FEATURES)
+    check_no_nulls(table_name, table, FEATURES)
     import numpy as np
     import pyarrow.compute as pc
 
@@ -205,6 +217,7 @@ def validate_features(table: pa.Table, embedding_dim: int | None = None, table_n
 
 def validate_cells(table: pa.Table, table_name: str = "cells") -> None:
     check_columns(table_name, table.schema, CELLS)
+    check_no_nulls(table_name, table, CELLS)
     ids = table.column(c.CELL_ID).to_numpy(zero_copy_only=False)
     if len(ids) != len(set(ids.tolist())):
         raise SchemaError(f"{table_name}: column '{c.CELL_ID}' has duplicate ids")
@@ -238,6 +251,8 @@ def row_problem(
         if need_embedding:
             return Reason.MISSING_EMBEDDING, "embedding is empty"
         return None
+    if isinstance(embedding, str | bytes) or not hasattr(embedding, "__len__"):
+        return Reason.NAN_EMBEDDING, f"embedding is a {type(embedding).__name__}, not a list of numbers"
     n = len(embedding)
     if embedding_dim is not None and n != embedding_dim:
         return Reason.BAD_EMBEDDING_LENGTH, f"embedding has length {n}, expected {embedding_dim}"
