@@ -32,7 +32,10 @@ def list_parquet_files(path: str) -> list[str]:
     if _is_remote(path):
         from apache_beam.io.filesystems import FileSystems
 
-        pattern = path.rstrip("/") + "/*.parquet" if not path.endswith(".parquet") and "*" not in path else path
+        is_directory = not path.endswith(".parquet") and not any(ch in path for ch in "*?[")
+        if is_directory and not FileSystems.exists(path.rstrip("/") + "/" + SUCCESS_MARKER):
+            raise IncompleteArtifactError(f"{path}: no {SUCCESS_MARKER} marker; the job that writes it did not finish")
+        pattern = path.rstrip("/") + "/*.parquet" if is_directory else path
         return sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
     if os.path.isdir(path):
         if not os.path.exists(os.path.join(path, SUCCESS_MARKER)):
@@ -76,8 +79,14 @@ def write_table_atomic(table: pa.Table, path: str) -> None:
         return
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        # A failed write must not leave a stray half file next to the artifact.
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def replace_directory_atomic(staging_dir: str, final_dir: str) -> None:
@@ -92,7 +101,12 @@ def replace_directory_atomic(staging_dir: str, final_dir: str) -> None:
     if os.path.exists(final_dir):
         old = f"{final_dir}.old-{uuid.uuid4().hex}"
         os.replace(final_dir, old)
-    os.replace(staging_dir, final_dir)
+    try:
+        os.replace(staging_dir, final_dir)
+    except BaseException:
+        if old:  # put the previous complete artifact back rather than leave nothing at the final path
+            os.replace(old, final_dir)
+        raise
     if old:
         shutil.rmtree(old, ignore_errors=True)
 
