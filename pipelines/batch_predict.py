@@ -1,0 +1,481 @@
+"""Nightly batch prediction: a manifest of photos -> RunInference (multi-head model) -> combiner -> predictions.
+
+Input: a manifest (CSV/Parquet file, glob or completed directory) of ``photo_id`` and either ``embedding``
+(features from ``pipelines.extract_features``: the main path, model ``features_model.keras``) or ``image_uri``
+(JPEG/PNG files, model ``geolocator.keras``, which holds the Inception backbone). lat/lng are not needed.
+Output: ``OUTPUT/run_date=YYYY-MM-DD/`` with ``predictions-*.parquet`` (``schemas.PREDICTIONS``: one row per
+photo and method, with the location, score, top-k partitions and the model and partitions ids),
+``dead_letters/`` and ``_SUCCESS``. The folder is written into a staging sibling and swapped in only when the
+job finished with every row accounted for (rows in = photos predicted + dead letters), so a rerun of the same
+date replaces the previous output atomically and a killed run leaves the previous one untouched.
+
+Methods (``--methods``): the nightly default is NormalizedSum over every set of the partitions artifact
+(e.g. "CPlaNet[1-5,PlaNet]"); ``--methods paper`` gives the rows of the paper's Table 2 ("ClassSet i",
+"PlaNet", "SimpleSum[1-N]", "CPlaNet[1-2]", "CPlaNet[1-N]", "CPlaNet[1-N,PlaNet]") for ``pipelines.evaluate``;
+or name them, separated by ';'.
+
+Local (offline runner, both cores)::
+
+    python -m pipelines.batch_predict --manifest out/features --model out/model \\
+        --partitions out/partitions --output out/predictions --run_date 2024-05-01
+
+Dataflow (see docs/SCHEDULING.md for the Flex Template and the Airflow/cron schedule)::
+
+    python -m pipelines.batch_predict --manifest gs://B/new/2024-05-01/*.parquet --model gs://B/model \\
+        --partitions gs://B/partitions --output gs://B/predictions --run_date 2024-05-01 \\
+        --runner DataflowRunner --project P --region R --temp_location gs://B/tmp --setup_file ./setup.py
+
+Why a ModelHandler of our own: the heads' outputs are a dict keyed by set name; Beam's
+``TFModelHandlerNumpy`` loads with ``tf.keras.models.load_model`` and splits the model output per example
+assuming one tensor, so a dict of heads would come back as its keys. ``KerasDictModelHandler`` loads the
+``.keras`` file with ``keras.saving.load_model(path, safe_mode=True)`` and splits every head per example.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Sequence
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
+
+from partition_gen.evaluation import default_method, parse_method, standard_methods
+from partition_gen.partitions import Partitions, check_model_matches, load_partitions
+from pipelines.common import (
+    DEAD,
+    ROWS_OUT,
+    VALID,
+    DropDuplicatePhotoIds,
+    ReadTableBatches,
+    StagedOutput,
+    WriteDeadLetters,
+    batch_row,
+    dead_letter,
+    parse_job_args,
+    run_job,
+    suspicious_rows,
+    table_schema,
+)
+from schemas import PREDICTIONS, Reason, row_problem
+from schemas import columns as c
+
+LOG = logging.getLogger(__name__)
+
+JOB = "batch_predict"
+MODEL_MANIFEST = "manifest.json"
+FEATURES_MODEL = "features_model.keras"
+GEOLOCATOR_MODEL = "geolocator.keras"
+FEATURES, IMAGES = "features", "images"
+PREDICTIONS_PREFIX = "predictions"
+DEAD_LETTERS_DIR = "dead_letters"
+IMAGE_SIZE = 299
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+# ------------------------------------------------------------------------------------------------- model
+
+
+def _read_text(path: str) -> str:
+    with FileSystems.open(path) as handle:
+        return handle.read().decode("utf-8")
+
+
+def read_model_manifest(model_dir: str) -> dict:
+    path = FileSystems.join(model_dir, MODEL_MANIFEST)
+    if not FileSystems.exists(path):
+        raise FileNotFoundError(f"model {model_dir}: no {MODEL_MANIFEST} (is it a trainer export?)")
+    manifest = json.loads(_read_text(path))
+    missing = [k for k in ("model_id", "embedding_dim", "set_names", "n_classes", "sets_checksum") if k not in manifest]
+    if missing:
+        raise ValueError(f"model {model_dir}: {MODEL_MANIFEST} lacks {missing}")
+    return manifest
+
+
+def _local_copy(uri: str) -> str:
+    """Keras loads from local files only; remote models are copied to a temporary file once per worker."""
+    if "://" not in uri:
+        return uri
+    local = os.path.join(tempfile.mkdtemp(prefix="cplanet-model-"), os.path.basename(uri))
+    with FileSystems.open(uri) as src, open(local, "wb") as dst:
+        dst.write(src.read())
+    return local
+
+
+class KerasDictModelHandler(ModelHandler):
+    """Numpy examples (an embedding or an image) -> ``PredictionResult`` with ``{set_name: probabilities}``."""
+
+    def __init__(self, model_uri: str, set_names: Sequence[str], model_id: str, min_batch_size: int = 8,
+                 max_batch_size: int = 256):
+        super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size)
+        self._model_uri = model_uri
+        self._set_names = list(set_names)
+        self._model_id = model_id
+
+    def load_model(self):
+        import keras
+
+        model = keras.saving.load_model(_local_copy(self._model_uri), safe_mode=True)
+        missing = [n for n in self._set_names if n not in model.output_names and n not in _output_keys(model)]
+        if missing:
+            raise ValueError(f"model {self._model_uri} has no output heads {missing}")
+        return model
+
+    def run_inference(self, batch: Sequence[np.ndarray], model, inference_args=None) -> Iterable[PredictionResult]:
+        x = np.stack(batch).astype(np.float32)
+        outputs = model(x, training=False)
+        if not isinstance(outputs, dict):
+            raise ValueError(f"model {self._model_uri} returned {type(outputs).__name__}, expected a dict of heads")
+        heads = {name: np.asarray(outputs[name]) for name in self._set_names}
+        # The example itself is not kept: an image or embedding per photo would double the shuffle volume.
+        return [
+            PredictionResult(None, {name: heads[name][i] for name in self._set_names}, self._model_id)
+            for i in range(len(batch))
+        ]
+
+    def get_num_bytes(self, batch: Sequence[np.ndarray]) -> int:
+        return int(sum(np.asarray(b).nbytes for b in batch))
+
+    def get_metrics_namespace(self) -> str:
+        return "BatchPredictInference"
+
+
+def _output_keys(model) -> list[str]:
+    out = getattr(model, "output", None)
+    return list(out) if isinstance(out, dict) else []
+
+
+# ------------------------------------------------------------------------------------------------- inputs
+
+
+def _without_locations(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The batch with lat/lng set to 0: prediction does not need locations, so they must not dead-letter a row."""
+    zeros = pa.array(np.zeros(batch.num_rows), type=pa.float64())
+    names = [n for n in batch.schema.names if n not in (c.LAT, c.LNG)]
+    return pa.RecordBatch.from_arrays([batch.column(n) for n in names] + [zeros, zeros], names=names + [c.LAT, c.LNG])
+
+
+class _ValidateForPredictionFn(beam.DoFn):
+    def __init__(self, kind: str, embedding_dim: int):
+        self._kind, self._dim = kind, embedding_dim
+
+    def process(self, batch: pa.RecordBatch):
+        check = _without_locations(batch)
+        need_embedding = self._kind == FEATURES
+        suspects = suspicious_rows(check, self._dim if need_embedding else None, need_embedding)
+        if self._kind == IMAGES:
+            uri = check.column(c.IMAGE_URI)
+            suspects |= pc.fill_null(pc.equal(uri, ""), True).to_numpy(zero_copy_only=False)
+        keep = np.ones(batch.num_rows, dtype=bool)
+        for i in np.flatnonzero(suspects):
+            row = batch_row(check, int(i))
+            problem = row_problem(row, embedding_dim=self._dim, need_embedding=need_embedding)
+            if problem is None and self._kind == IMAGES and not row.get(c.IMAGE_URI):
+                problem = (Reason.MISSING_FILE, "image_uri is empty")
+            if problem is not None:
+                keep[i] = False
+                yield beam.pvalue.TaggedOutput(DEAD, dead_letter(JOB, problem[0], problem[1], batch_row(batch, int(i))))
+        if keep.any():
+            yield batch.filter(pa.array(keep))
+
+
+def keyed_embeddings(batch: pa.RecordBatch) -> Iterable[tuple[str, np.ndarray]]:
+    """(photo_id, float32 embedding) per row of a validated batch (every embedding has the model's length)."""
+    ids = batch.column(c.PHOTO_ID).to_pylist()
+    column = batch.column(c.EMBEDDING)
+    values = pc.list_flatten(column).to_numpy(zero_copy_only=False).astype(np.float32)
+    matrix = values.reshape(len(ids), -1) if len(ids) else values.reshape(0, 0)
+    return list(zip(ids, matrix))
+
+
+def keyed_image_uris(batch: pa.RecordBatch) -> Iterable[tuple[str, str]]:
+    return list(zip(batch.column(c.PHOTO_ID).to_pylist(), batch.column(c.IMAGE_URI).to_pylist()))
+
+
+class _DecodeImageFn(beam.DoFn):
+    """(photo_id, uri) -> (photo_id, float32 [299, 299, 3] in 0..255); unreadable files go to the dead letters."""
+
+    def process(self, element):
+        import tensorflow as tf
+
+        photo_id, uri = element
+        record = {c.PHOTO_ID: photo_id, c.IMAGE_URI: uri}
+        try:
+            with FileSystems.open(uri) as handle:
+                data = handle.read()
+        except Exception as error:  # noqa: BLE001 - any I/O failure is this row's problem, not the job's
+            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(JOB, Reason.MISSING_FILE, f"{uri}: {error}", record))
+            return
+        try:
+            image = tf.io.decode_image(data, channels=3, expand_animations=False)
+            image = tf.image.resize(tf.cast(image, tf.float32), (IMAGE_SIZE, IMAGE_SIZE))
+        except Exception as error:  # noqa: BLE001 - corrupt or non-image bytes
+            detail = f"{uri}: {str(error).splitlines()[0][:200]}"
+            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(JOB, Reason.UNREADABLE_IMAGE, detail, record))
+            return
+        yield photo_id, image.numpy()
+
+
+class ReadPhotosToPredict(beam.PTransform):
+    """Manifest batches -> outputs ``valid`` (photo_id, model input) and ``dead_letters``."""
+
+    def __init__(self, kind: str, embedding_dim: int):
+        super().__init__()
+        self._kind, self._dim = kind, embedding_dim
+
+    def expand(self, batches):
+        checked = batches | "Check photo ids and inputs" >> beam.ParDo(
+            _ValidateForPredictionFn(self._kind, self._dim)
+        ).with_outputs(DEAD, main=VALID)
+        unique = checked[VALID] | "Drop repeated photo ids" >> DropDuplicatePhotoIds(JOB)
+        dead = [checked[DEAD], unique[DEAD]]
+        if self._kind == FEATURES:
+            inputs = unique[VALID] | "Key embeddings by photo id" >> beam.FlatMap(keyed_embeddings)
+        else:
+            decoded = (
+                unique[VALID]
+                | "Key image files by photo id" >> beam.FlatMap(keyed_image_uris)
+                | "Spread images over workers" >> beam.Reshuffle()
+                | "Decode and resize the images" >> beam.ParDo(_DecodeImageFn()).with_outputs(DEAD, main=VALID)
+            )
+            inputs = decoded[VALID]
+            dead.append(decoded[DEAD])
+        return {VALID: inputs, DEAD: dead | "Gather input dead letters" >> beam.Flatten()}
+
+
+# ------------------------------------------------------------------------------------------------- predict
+
+
+def _failed_batch_to_dead_letters(failed) -> Iterable[dict]:
+    batch, error = failed
+    detail = f"{type(error).__name__}: {str(error)[:300]}"
+    for item in batch:
+        key = item[0] if isinstance(item, tuple) else None
+        yield dead_letter(JOB, Reason.INFERENCE_ERROR, detail, {c.PHOTO_ID: key})
+
+
+class RunHeads(beam.PTransform):
+    """(photo_id, input) -> outputs ``valid`` (photo_id, PredictionResult of every head) and ``dead_letters``."""
+
+    def __init__(self, handler: ModelHandler):
+        super().__init__()
+        self._handler = handler
+
+    def expand(self, keyed_inputs):
+        main, failed = keyed_inputs | "Run the model heads" >> RunInference(
+            KeyedModelHandler(self._handler)
+        ).with_exception_handling()
+        dead = failed.failed_inferences | "Dead-letter failed batches" >> beam.FlatMap(_failed_batch_to_dead_letters)
+        return {VALID: main, DEAD: dead}
+
+
+def resolve_methods(spec: str | Sequence[str] | None, set_names: Sequence[str]):
+    """``None``/"default" -> NormalizedSum over all sets; "paper" -> Table 2 rows; else names split by ';'."""
+    if spec is None or spec == "default" or spec == ["default"]:
+        return [default_method(set_names)]
+    if spec == "paper" or spec == ["paper"]:
+        return standard_methods(set_names)
+    names = spec.split(";") if isinstance(spec, str) else [n for s in spec for n in s.split(";")]
+    methods = [parse_method(n, set_names) for n in names if n.strip()]
+    if len({m.name for m in methods}) != len(methods):
+        raise ValueError(f"--methods names a method twice: {[m.name for m in methods]}")
+    return methods
+
+
+class _CombineFn(beam.DoFn):
+    """A batch of (photo_id, head probabilities) -> one predictions row per photo and method."""
+
+    def __init__(self, partitions_dir: str, methods: str | Sequence[str] | None, top_k: int, run_date: str,
+                 partitions: Partitions | None = None):
+        self._dir, self._spec, self._top_k, self._run_date = partitions_dir, methods, top_k, run_date
+        self._partitions = partitions
+        self._rows_out = Metrics.counter(JOB, ROWS_OUT)
+
+    def setup(self):
+        parts = self._partitions if self._partitions is not None else load_partitions(self._dir)
+        self._set_names = parts.set_names
+        self._methods = resolve_methods(self._spec, parts.set_names)
+        self._combiners = {m.name: m.combiner(parts, self._top_k) for m in self._methods}
+
+    def process(self, batch):
+        ids = [photo_id for photo_id, _ in batch]
+        model_ids = [result.model_id for _, result in batch]
+        probs = {n: np.stack([np.asarray(r.inference[n], dtype=np.float64) for _, r in batch]) for n in self._set_names}
+        ok = np.ones(len(ids), dtype=bool)
+        for name, p in probs.items():
+            bad = ~np.isfinite(p).all(axis=1) | (p < 0).any(axis=1)
+            for i in np.flatnonzero(bad & ok):
+                detail = f"head '{name}' returned NaN, inf or negative probabilities"
+                yield beam.pvalue.TaggedOutput(DEAD, dead_letter(JOB, Reason.INFERENCE_ERROR, detail, {c.PHOTO_ID: ids[i]}))
+            ok &= ~bad
+        if not ok.any():
+            return
+        kept = np.flatnonzero(ok)
+        probs = {n: p[kept] for n, p in probs.items()}
+        self._rows_out.inc(int(kept.size))
+        for method in self._methods:
+            combiner = self._combiners[method.name]
+            pred = combiner.predict(probs)
+            partitions_id = combiner.partitions.partitions_id
+            for j, i in enumerate(kept):
+                valid = pred.topk_ids[j] >= 0
+                yield {
+                    c.PHOTO_ID: ids[i],
+                    c.METHOD: method.name,
+                    c.LAT: float(pred.lat[j]),
+                    c.LNG: float(pred.lng[j]),
+                    c.SCORE: float(pred.score[j]),
+                    c.TOPK_PARTITION_IDS: pred.topk_ids[j][valid].tolist(),
+                    c.TOPK_SCORES: pred.topk_scores[j][valid].tolist(),
+                    c.TOPK_LAT: pred.topk_lat[j][valid].tolist(),
+                    c.TOPK_LNG: pred.topk_lng[j][valid].tolist(),
+                    c.MODEL_ID: model_ids[i],
+                    c.PARTITIONS_ID: partitions_id,
+                    c.RUN_DATE: self._run_date,
+                }
+
+
+class CombineHeads(beam.PTransform):
+    """(photo_id, PredictionResult) -> outputs ``valid`` (``schemas.PREDICTIONS`` dicts) and ``dead_letters``.
+
+    ``partitions`` (an in-memory object) is for tests; jobs pass the artifact path so workers load it.
+    """
+
+    def __init__(self, partitions_dir: str | None, methods=None, top_k: int = 5, run_date: str = "",
+                 batch_size: int = 512, partitions: Partitions | None = None):
+        super().__init__()
+        self._fn = _CombineFn(partitions_dir, methods, top_k, run_date, partitions)
+        self._batch_size = batch_size
+
+    def expand(self, results):
+        return (
+            results
+            | "Batch photos for the combiner" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._batch_size)
+            | "Combine the heads over partitions" >> beam.ParDo(self._fn).with_outputs(DEAD, main=VALID)
+        )
+
+
+# ------------------------------------------------------------------------------------------------- job
+
+
+def input_kind(manifest: str) -> str:
+    names = table_schema(manifest).names
+    if c.PHOTO_ID not in names:
+        raise ValueError(f"manifest {manifest}: missing column '{c.PHOTO_ID}' (has: {', '.join(names)})")
+    if c.EMBEDDING in names:
+        return FEATURES
+    if c.IMAGE_URI in names:
+        return IMAGES
+    raise ValueError(f"manifest {manifest}: needs an '{c.EMBEDDING}' or an '{c.IMAGE_URI}' column")
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline,
+    *,
+    manifest: str,
+    model_dir: str,
+    partitions_dir: str,
+    output_dir: str,
+    run_date: str,
+    methods=None,
+    top_k: int = 5,
+    kind: str | None = None,
+) -> None:
+    """Wire the job into ``pipeline``, writing into ``output_dir`` (the staging directory of a run)."""
+    model = read_model_manifest(model_dir)
+    kind = kind or input_kind(manifest)
+    model_file = FileSystems.join(model_dir, FEATURES_MODEL if kind == FEATURES else GEOLOCATOR_MODEL)
+    handler = KerasDictModelHandler(model_file, model["set_names"], model["model_id"])
+    photos = (
+        pipeline
+        | "Read the manifest" >> ReadTableBatches(manifest, JOB, columns=[c.PHOTO_ID, c.EMBEDDING, c.IMAGE_URI])
+        | "Prepare model inputs" >> ReadPhotosToPredict(kind, int(model["embedding_dim"]))
+    )
+    heads = photos[VALID] | "Predict class probabilities" >> RunHeads(handler)
+    predictions = heads[VALID] | "Combine into locations" >> CombineHeads(partitions_dir, methods, top_k, run_date)
+    (
+        predictions[VALID]
+        | "Write predictions"
+        >> beam.io.WriteToParquet(
+            FileSystems.join(output_dir, PREDICTIONS_PREFIX), schema=PREDICTIONS, file_name_suffix=".parquet"
+        )
+    )
+    (
+        (photos[DEAD], heads[DEAD], predictions[DEAD])
+        | "Write dead letters" >> WriteDeadLetters(FileSystems.join(output_dir, DEAD_LETTERS_DIR), JOB)
+    )
+
+
+class _PredictionsOutput(StagedOutput):
+    """The run folder: its ``dead_letters/`` gets its own marker so it reads as a complete artifact too."""
+
+    def commit(self) -> None:
+        dead_dir = FileSystems.join(self.path, DEAD_LETTERS_DIR)
+        if "://" not in dead_dir:
+            os.makedirs(dead_dir, exist_ok=True)
+        with FileSystems.create(FileSystems.join(dead_dir, "_SUCCESS")) as handle:
+            handle.write(b"")
+        super().commit()
+
+
+def run_output_dir(output: str, run_date: str) -> str:
+    return FileSystems.join(output, f"{c.RUN_DATE}={run_date}")
+
+
+def _check_run_date(text: str) -> str:
+    if not _DATE.match(text):
+        raise ValueError(f"--run_date must be YYYY-MM-DD, got '{text}'")
+    datetime.date.fromisoformat(text)
+    return text
+
+
+def run(argv: Sequence[str] | None = None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--manifest", required=True, help="photos to geolocate: CSV/Parquet file, glob or directory")
+    parser.add_argument("--model", required=True, help="trainer export: manifest.json + *.keras")
+    parser.add_argument("--partitions", required=True, help="partitions artifact of the model's geoclass sets")
+    parser.add_argument("--output", required=True, help="base folder; the run writes OUTPUT/run_date=YYYY-MM-DD/")
+    parser.add_argument("--run_date", default=datetime.datetime.now(datetime.UTC).date().isoformat())
+    parser.add_argument("--methods", default="default", help="'default', 'paper' or method names separated by ';'")
+    parser.add_argument("--top_k", type=int, default=5)
+    parser.add_argument("--input_kind", choices=[FEATURES, IMAGES], default=None, help="default: from the columns")
+    args, options = parse_job_args(parser, argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    run_date = _check_run_date(args.run_date)
+
+    # Refuse mismatched artifacts here, at launch, with both sides named, before any worker starts.
+    model = read_model_manifest(args.model)
+    parts = load_partitions(args.partitions)
+    check_model_matches(parts, model, args.model)
+    resolve_methods(args.methods, parts.set_names)
+
+    output = _PredictionsOutput(run_output_dir(args.output, run_date))
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(
+        pipeline,
+        manifest=args.manifest,
+        model_dir=args.model,
+        partitions_dir=args.partitions,
+        output_dir=output.path,
+        run_date=run_date,
+        methods=args.methods,
+        top_k=args.top_k,
+        kind=args.input_kind,
+    )
+    summary = run_job(pipeline, JOB, [output])
+    LOG.info("predictions of %s written to %s", run_date, output.final)
+    return summary
+
+
+if __name__ == "__main__":
+    run()

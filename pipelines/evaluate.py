@@ -1,0 +1,97 @@
+"""Evaluate predictions against ground truth: accuracy at 1 ... 2500 km per method (the paper's Table 2).
+
+Reads a predictions artifact of ``pipelines.batch_predict`` (``OUT/run_date=YYYY-MM-DD/``, one row per photo and
+method) and a ground-truth table (CSV or Parquet with photo_id, lat, lng; other column names through
+``--truth_columns``), and writes ``evaluation.json``, ``evaluation.md`` (Table-2 layout) and ``accuracy.png``.
+The scoring itself is ``partition_gen.evaluation``; this is only I/O, so it is a plain CLI, not a Beam job
+(a test set is thousands of rows).
+
+Local::
+
+    python -m pipelines.evaluate --predictions out/predictions/run_date=2024-05-01 \\
+        --truth data/im2gps3k_places365.csv --truth_columns IMG_ID,LAT,LON --out out/evaluation
+
+Predictions on ``gs://`` are read through Beam's FileSystems, so the same command works after a Dataflow run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from partition_gen.evaluation import evaluate, to_markdown, write_report
+from schemas import columns as c
+from schemas.io import read_table
+
+LOG = logging.getLogger(__name__)
+
+
+def read_truth(path: str, id_column: str = c.PHOTO_ID, lat_column: str = c.LAT, lng_column: str = c.LNG) -> pa.Table:
+    """Ground truth as a table with the canonical photo_id, lat, lng columns."""
+    if path.endswith((".csv", ".csv.gz")):
+        table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types={id_column: pa.string()}))
+    else:
+        table = read_table(path)
+    missing = [n for n in (id_column, lat_column, lng_column) if n not in table.column_names]
+    if missing:
+        raise ValueError(f"ground truth {path}: missing columns {missing} (has: {', '.join(table.column_names)})")
+    return pa.table(
+        {
+            c.PHOTO_ID: table.column(id_column).cast(pa.string()),
+            c.LAT: table.column(lat_column).cast(pa.float64()),
+            c.LNG: table.column(lng_column).cast(pa.float64()),
+        }
+    )
+
+
+def evaluate_files(
+    predictions: str, truth: pa.Table, methods: Sequence[str] | None = None
+) -> dict:
+    table = read_table(predictions, columns=[c.PHOTO_ID, c.METHOD, c.LAT, c.LNG])
+    if methods:
+        wanted = np.isin(table.column(c.METHOD).to_numpy(zero_copy_only=False), list(methods))
+        table = table.filter(pa.array(wanted))
+
+    def col(t, name):
+        return t.column(name).to_numpy(zero_copy_only=False)
+
+    return evaluate(
+        col(table, c.PHOTO_ID), col(table, c.METHOD), col(table, c.LAT), col(table, c.LNG),
+        col(truth, c.PHOTO_ID), col(truth, c.LAT), col(truth, c.LNG),
+    )
+
+
+def run(argv: Sequence[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--predictions", required=True, help="predictions artifact directory, file or glob")
+    parser.add_argument("--truth", required=True, help="ground truth CSV/Parquet")
+    parser.add_argument(
+        "--truth_columns", default=f"{c.PHOTO_ID},{c.LAT},{c.LNG}", help="id,lat,lng column names of the truth table"
+    )
+    parser.add_argument("--methods", nargs="*", default=None, help="only these methods (default: all)")
+    parser.add_argument("--title", default="Geolocational accuracies [%]")
+    parser.add_argument("--out", required=True, help="directory for evaluation.json/.md and accuracy.png")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    columns = [s.strip() for s in args.truth_columns.split(",")]
+    if len(columns) != 3:
+        raise SystemExit(f"--truth_columns needs three names (id,lat,lng), got '{args.truth_columns}'")
+    truth = read_truth(args.truth, *columns)
+    report = evaluate_files(args.predictions, truth, args.methods)
+    report["predictions"] = args.predictions
+    report["truth"] = args.truth
+    paths = write_report(report, args.out, args.title)
+    print(to_markdown(report, args.title))
+    LOG.info("evaluated %d methods on %d ground-truth photos -> %s", len(report["methods"]), report["n_truth"],
+             os.path.dirname(paths["json"]))
+    return report
+
+
+if __name__ == "__main__":
+    run()

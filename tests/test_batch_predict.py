@@ -1,0 +1,117 @@
+"""batch_predict end to end on the offline runner: a tiny multi-head .keras model, partitions, bad rows, reruns."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from partition_gen.combine import Method
+from partition_gen.evaluation import standard_methods
+from partition_gen.partitions import PartitionsMismatchError, build_partitions, save_partitions
+from pipelines import batch_predict
+from schemas import Reason
+from schemas import columns as c
+from schemas.io import read_table
+from tests.test_partitions import random_sets
+
+DIM = 8
+KS = (5, 9, 14)
+RUNNER = ["--runner=DirectRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory"]
+
+
+def make_model(model_dir, set_names, ks, checksum):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(DIM,), name=c.EMBEDDING)
+    hidden = keras.layers.Dense(16, activation="relu", name="shared")(inputs)
+    outputs = {n: keras.layers.Dense(k, activation="softmax", name=n)(hidden) for n, k in zip(set_names, ks)}
+    model = keras.Model(inputs, outputs)
+    os.makedirs(model_dir, exist_ok=True)
+    model.save(os.path.join(model_dir, "features_model.keras"))
+    manifest = {"model_id": "tiny-model-1", "embedding_dim": DIM, "set_names": list(set_names),
+                "n_classes": dict(zip(set_names, ks)), "sets_checksum": checksum}
+    with open(os.path.join(model_dir, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    return model
+
+
+def write_manifest(path, n_good, seed):
+    rng = np.random.default_rng(seed)
+    ids = [f"photo-{i}" for i in range(n_good)]
+    emb = [list(map(float, e)) for e in rng.normal(size=(n_good, DIM)).astype(np.float32)]
+    ids += ["photo-nan", "photo-short", "photo-0", ""]
+    emb += [[float("nan")] * DIM, [0.0] * (DIM - 1), [0.0] * DIM, [0.0] * DIM]
+    pq.write_table(pa.table({c.PHOTO_ID: ids, c.EMBEDDING: pa.array(emb, type=pa.list_(pa.float32()))}), path)
+    return np.array(emb[:n_good], dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bp")
+    assignments, n_images, xyz_sum = random_sets(11, n_nodes=200, ks=KS)
+    parts = build_partitions(assignments, n_images, xyz_sum, sets_checksum="sets-T")
+    save_partitions(parts, str(root / "partitions"))
+    model = make_model(str(root / "model"), parts.set_names, parts.n_classes, "sets-T")
+    return root, parts, model
+
+
+def test_rerun_of_a_date_replaces_its_output_and_bad_rows_are_dead_letters(artifacts):
+    root, parts, model = artifacts
+    out = root / "predictions"
+    common = ["--model", str(root / "model"), "--partitions", str(root / "partitions"), "--output", str(out),
+              "--run_date", "2024-05-01", "--methods", "paper", "--top_k", "3"] + RUNNER
+    write_manifest(root / "m1.parquet", 12, seed=1)
+    first = batch_predict.run(["--manifest", str(root / "m1.parquet")] + common)
+    assert first.rows_in == 16 and first.rows_out == 12 and first.balanced
+    embeddings = write_manifest(root / "m2.parquet", 20, seed=2)
+    second = batch_predict.run(["--manifest", str(root / "m2.parquet")] + common)
+    assert second.rows_in == 24 and second.rows_out == 20 and second.balanced
+
+    # One complete folder for the date, no staging or old copies beside it, and only the second run's rows.
+    assert sorted(os.listdir(out)) == ["run_date=2024-05-01"]
+    run_dir = out / "run_date=2024-05-01"
+    assert (run_dir / "_SUCCESS").exists() and (run_dir / "dead_letters" / "_SUCCESS").exists()
+    table = read_table(str(run_dir))
+    methods = [m.name for m in standard_methods(parts.set_names)]
+    assert table.num_rows == 20 * len(methods)
+    rows = table.to_pylist()
+    assert {r[c.PHOTO_ID] for r in rows} == {f"photo-{i}" for i in range(20)}
+    assert {r[c.METHOD] for r in rows} == set(methods)
+    assert {r[c.RUN_DATE] for r in rows} == {"2024-05-01"} and {r[c.MODEL_ID] for r in rows} == {"tiny-model-1"}
+
+    dead = {(r[c.PHOTO_ID], r[c.REASON]) for r in read_table(str(run_dir / "dead_letters")).to_pylist()}
+    assert dead == {("photo-nan", Reason.NAN_EMBEDDING), ("photo-short", Reason.BAD_EMBEDDING_LENGTH),
+                    ("photo-0", Reason.DUPLICATE_PHOTO_ID), ("", Reason.MISSING_PHOTO_ID)}
+
+    # Every row equals the combiner applied directly to the model's probabilities.
+    outputs = model.predict(embeddings, verbose=0)
+    by_key = {(r[c.PHOTO_ID], r[c.METHOD]): r for r in rows}
+    for name in ("CPlaNet[1-3]", "ClassSet 2", "SimpleSum[1-3]"):
+        method = next(m for m in standard_methods(parts.set_names) if m.name == name)
+        pred = Method(method.name, method.set_names, method.rule).combiner(parts, top_k=3).predict(outputs)
+        for i in range(20):
+            row = by_key[(f"photo-{i}", name)]
+            assert row[c.LAT] == pytest.approx(pred.lat[i], abs=1e-6)
+            assert row[c.LNG] == pytest.approx(pred.lng[i], abs=1e-6)
+            assert row[c.TOPK_PARTITION_IDS] == pred.topk_ids[i].tolist()
+            assert row[c.PARTITIONS_ID] == parts.restrict(method.set_names).partitions_id
+
+
+def test_a_model_of_other_geoclass_sets_is_refused_at_launch(artifacts, tmp_path):
+    root, parts, _ = artifacts
+    make_model(str(tmp_path / "other"), parts.set_names, parts.n_classes, "sets-OTHER")
+    write_manifest(tmp_path / "m.parquet", 3, seed=3)
+    with pytest.raises(PartitionsMismatchError, match="sets-OTHER.*sets-T"):
+        batch_predict.run(["--manifest", str(tmp_path / "m.parquet"), "--model", str(tmp_path / "other"),
+                           "--partitions", str(root / "partitions"), "--output", str(tmp_path / "out")] + RUNNER)
+    with pytest.raises(ValueError, match="run_date must be YYYY-MM-DD"):
+        batch_predict.run(["--manifest", str(tmp_path / "m.parquet"), "--model", str(root / "model"),
+                           "--partitions", str(root / "partitions"), "--output", str(tmp_path / "out"),
+                           "--run_date", "May 1"] + RUNNER)
+    assert not (tmp_path / "out").exists()
