@@ -106,17 +106,23 @@ def _numpy_trig_matches_libm() -> bool:
     return True
 
 
+_sin_ufunc, _cos_ufunc = np.frompyfunc(math.sin, 1, 1), np.frompyfunc(math.cos, 1, 1)
+
+
+def _libm_sin(x: np.ndarray) -> np.ndarray:
+    """The C library's sin element-wise (a C loop calling math.sin): slower, exact by construction."""
+    return _sin_ufunc(x).astype(np.float64)
+
+
+def _libm_cos(x: np.ndarray) -> np.ndarray:
+    return _cos_ufunc(x).astype(np.float64)
+
+
 if _numpy_trig_matches_libm():
     _sin, _cos = np.sin, np.cos
 else:  # pragma: no cover - depends on the NumPy build and CPU
     log.warning("NumPy's sin/cos differ from the C library's here; S2 ids fall back to math.sin/math.cos")
-    _sin_libm, _cos_libm = np.frompyfunc(math.sin, 1, 1), np.frompyfunc(math.cos, 1, 1)
-
-    def _sin(x: np.ndarray) -> np.ndarray:
-        return _sin_libm(x).astype(np.float64)
-
-    def _cos(x: np.ndarray) -> np.ndarray:
-        return _cos_libm(x).astype(np.float64)
+    _sin, _cos = _libm_sin, _libm_cos
 
 
 # --------------------------------------------------------------------------------------------- validation
