@@ -395,10 +395,12 @@ def build_pipeline(
     model = read_model_manifest(model_dir)
     kind = kind or input_kind(manifest)
     model_file = FileSystems.join(model_dir, FEATURES_MODEL if kind == FEATURES else GEOLOCATOR_MODEL)
+    # Only the columns this kind needs: the CSV reader refuses to select a column the file does not have.
+    input_column = c.EMBEDDING if kind == FEATURES else c.IMAGE_URI
     handler = KerasDictModelHandler(model_file, model["set_names"], model["model_id"])
     photos = (
         pipeline
-        | "Read the manifest" >> ReadTableBatches(manifest, JOB, columns=[c.PHOTO_ID, c.EMBEDDING, c.IMAGE_URI])
+        | "Read the manifest" >> ReadTableBatches(manifest, JOB, columns=[c.PHOTO_ID, input_column])
         | "Prepare model inputs" >> ReadPhotosToPredict(kind, int(model["embedding_dim"]))
     )
     heads = photos[VALID] | "Predict class probabilities" >> RunHeads(handler)

@@ -115,3 +115,55 @@ def test_a_model_of_other_geoclass_sets_is_refused_at_launch(artifacts, tmp_path
                            "--partitions", str(root / "partitions"), "--output", str(tmp_path / "out"),
                            "--run_date", "May 1"] + RUNNER)
     assert not (tmp_path / "out").exists()
+
+
+def test_image_manifest_with_default_method_and_evaluation(artifacts, tmp_path):
+    import keras
+    import tensorflow as tf
+
+    from pipelines import evaluate
+
+    root, parts, _ = artifacts
+    model_dir = tmp_path / "model"
+    make_model(str(model_dir), parts.set_names, parts.n_classes, "sets-T")
+    images = keras.Input(shape=(299, 299, 3), name="image")
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255.0)(images))
+    heads = {n: keras.layers.Dense(k, activation="softmax", name=n)(pooled) for n, k in zip(parts.set_names, parts.n_classes)}
+    geolocator = keras.Model(images, heads)
+    geolocator.save(str(model_dir / "geolocator.keras"))
+
+    rng = np.random.default_rng(5)
+    pixels = rng.integers(0, 255, (2, 40, 50, 3), dtype=np.uint8)
+    for i in range(2):
+        (tmp_path / f"ok{i}.png").write_bytes(tf.io.encode_png(pixels[i]).numpy())
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    uris = [str(tmp_path / "ok0.png"), str(tmp_path / "ok1.png"), str(tmp_path / "broken.jpg"), str(tmp_path / "gone.jpg")]
+    ids = ["a", "b", "c", "d"]
+    manifest = tmp_path / "images.csv"
+    manifest.write_text("photo_id,image_uri\n" + "".join(f"{i},{u}\n" for i, u in zip(ids, uris)))
+    out = tmp_path / "pred"
+    summary = batch_predict.run(["--manifest", str(manifest), "--model", str(model_dir), "--partitions",
+                                 str(root / "partitions"), "--output", str(out), "--run_date", "2024-06-02"] + RUNNER)
+    assert summary.rows_in == 4 and summary.rows_out == 2 and summary.balanced
+    run_dir = out / "run_date=2024-06-02"
+    rows = read_table(str(run_dir)).to_pylist()
+    assert {(r[c.PHOTO_ID], r[c.METHOD]) for r in rows} == {("a", "CPlaNet[1-3]"), ("b", "CPlaNet[1-3]")}
+    dead = {(r[c.PHOTO_ID], r[c.REASON]) for r in read_table(str(run_dir / "dead_letters")).to_pylist()}
+    assert dead == {("c", Reason.UNREADABLE_IMAGE), ("d", Reason.MISSING_FILE)}
+
+    # The same photos through Keras directly: resized like the job, then the combiner.
+    batch = np.stack([tf.image.resize(tf.cast(p, tf.float32), (299, 299)).numpy() for p in pixels])
+    probs = geolocator.predict(batch, verbose=0)
+    pred = Method("CPlaNet[1-3]", parts.set_names).combiner(parts).predict(probs)
+    by_id = {r[c.PHOTO_ID]: r for r in rows}
+    assert [by_id["a"][c.LAT], by_id["b"][c.LAT]] == pytest.approx(pred.lat.tolist(), abs=1e-5)
+
+    # Ground truth at the predicted place of "a" and 1000 km north of "b": hits at 1 km and at 2500 km only.
+    truth = tmp_path / "truth.csv"
+    lat_b = by_id["b"][c.LAT] + (9.0 if by_id["b"][c.LAT] < 0 else -9.0)
+    truth.write_text(f"id,y,x\na,{by_id['a'][c.LAT]},{by_id['a'][c.LNG]}\nb,{lat_b},{by_id['b'][c.LNG]}\n")
+    report = evaluate.run(["--predictions", str(run_dir), "--truth", str(truth), "--truth_columns", "id,y,x",
+                           "--out", str(tmp_path / "eval")])
+    acc = report["methods"]["CPlaNet[1-3]"]["accuracy"]
+    assert acc[0] == 0.5 and acc[-2] == 0.5 and acc[-1] == 1.0
+    assert (tmp_path / "eval" / "evaluation.md").exists() and (tmp_path / "eval" / "accuracy.png").exists()
