@@ -167,12 +167,22 @@ def default_codebook_size(dim: int) -> int:
     return int(min(_MAX_CODEBOOK_ROWS, max(4096, rows)))
 
 
-def _read_latlng_csv(path: Path, lat_column: str, lng_column: str) -> tuple[np.ndarray, np.ndarray]:
-    table = pa_csv.read_csv(
-        path, convert_options=pa_csv.ConvertOptions(include_columns=[lat_column, lng_column])
-    )
-    lat = table.column(lat_column).to_numpy().astype(np.float64)
-    lng = table.column(lng_column).to_numpy().astype(np.float64)
+def _read_csv(path: Path) -> pa.Table:
+    # Photo names like "10201275523.jpg" stay strings; numeric-looking ids must not become numbers.
+    text_columns = {name: pa.string() for name in ("name", "IMG_ID", "AUTHOR")}
+    return pa_csv.read_csv(path, convert_options=pa_csv.ConvertOptions(column_types=text_columns))
+
+
+def _numeric_column(table: pa.Table, column: str, path) -> np.ndarray:
+    try:
+        return table.column(column).to_numpy().astype(np.float64)
+    except (pa.ArrowInvalid, TypeError, ValueError) as error:
+        raise ValueError(f"{path}: column {column} does not hold numbers ({error})") from error
+
+
+def _latlng_of(table: pa.Table, path, lat_column: str, lng_column: str) -> tuple[np.ndarray, np.ndarray]:
+    lat = _numeric_column(table, _find_column(table.schema.names, lat_column, path), path)
+    lng = _numeric_column(table, _find_column(table.schema.names, lng_column, path), path)
     bad = ~np.isfinite(lat) | ~np.isfinite(lng) | (np.abs(lat) > 90) | (np.abs(lng) > 180)
     if bad.any():
         i = int(np.argmax(bad))
@@ -182,9 +192,17 @@ def _read_latlng_csv(path: Path, lat_column: str, lng_column: str) -> tuple[np.n
     return lat, lng
 
 
+def _find_column(names: Sequence[str], wanted: str, path) -> str:
+    for name in names:
+        if name.lower() == wanted.lower():
+            return name
+    raise ValueError(f"{path}: no column {wanted!r} (has: {', '.join(names)})")
+
+
 def mp16_locations() -> tuple[np.ndarray, np.ndarray]:
     """The 100,000 bundled MP-16 training-photo coordinates (lat, lng in degrees)."""
-    return _read_latlng_csv(data_paths.mp16_coordinates(), "LAT", "LON")
+    path = data_paths.mp16_coordinates()
+    return _latlng_of(_read_csv(path), path, "LAT", "LON")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -493,16 +511,14 @@ def load_test_set(name: str) -> TestSet:
     """A bundled test set's photo ids and real coordinates (and Places365 indoor labels for Im2GPS3k)."""
     if name == "im2gps3k":
         path = data_paths.im2gps3k_places365()
-        table = pa_csv.read_csv(path)
-        lat, lng = _read_latlng_csv(path, "LAT", "LON")
+        table = _read_csv(path)
+        lat, lng = _latlng_of(table, path, "LAT", "LON")
         indoor = table.column("S3_Label").to_numpy() == 0
         return TestSet(table.column("IMG_ID").to_pylist(), lat, lng, indoor)
     if name == "yfcc4k":
         path = data_paths.yfcc4k_coordinates()
-        table = pa_csv.read_csv(
-            path, convert_options=pa_csv.ConvertOptions(column_types={"name": pa.string()})
-        )
-        lat, lng = _read_latlng_csv(path, "lat", "lon")
+        table = _read_csv(path)
+        lat, lng = _latlng_of(table, path, "lat", "lon")
         return TestSet(table.column("name").to_pylist(), lat, lng, None)
     raise ValueError(f"unknown test set {name!r}; known: {', '.join(TEST_SETS)}")
 
@@ -625,50 +641,35 @@ SCENE_PROBABILITIES = ("Prob_indoor", "Prob_natural", "Prob_urban")
 SCENE_DIM = sum(SCENE_LABEL_CLASSES.values()) + len(SCENE_PROBABILITIES)
 
 
-def _find_column(names: Sequence[str], wanted: str, path) -> str:
-    for name in names:
-        if name.lower() == wanted.lower():
-            return name
-    raise ValueError(f"{path}: no column {wanted!r} (has: {', '.join(names)})")
-
-
 def scene_features(path=None) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     """Photo names, lat, lng and the scene feature matrix (float32, n x 387) of a Places365 label CSV.
 
     Features: one-hot S365, one-hot S16, one-hot S3, then the indoor/natural/urban probabilities.
     """
     path = Path(path or data_paths.yfcc25600_places365())
-    header = pa_csv.read_csv(path, read_options=pa_csv.ReadOptions(skip_rows_after_names=0)).schema.names
-    name_col = (
-        _find_column(header, "name", path)
-        if any(h.lower() == "name" for h in header)
-        else _find_column(header, "IMG_ID", path)
-    )
-    lat_col, lng_col = _find_column(header, "lat", path), _find_column(header, "lon", path)
-    table = pa_csv.read_csv(path, convert_options=pa_csv.ConvertOptions(column_types={name_col: pa.string()}))
-    lat, lng = _read_latlng_csv(path, lat_col, lng_col)
+    table = _read_csv(path)
+    header = table.schema.names
+    has_name = any(h.lower() == "name" for h in header)
+    name_col = _find_column(header, "name" if has_name else "IMG_ID", path)
+    lat, lng = _latlng_of(table, path, "lat", "lon")
     blocks = []
     for wanted, n_classes in SCENE_LABEL_CLASSES.items():
         column = _find_column(header, wanted, path)
-        labels = table.column(column).to_numpy(zero_copy_only=False)
-        bad = (
-            ~np.isfinite(labels.astype(np.float64))
-            | (labels < 0)
-            | (labels >= n_classes)
-            | (labels != np.floor(labels))
-        )
+        labels = _numeric_column(table, column, path)
+        bad = ~np.isfinite(labels) | (labels < 0) | (labels >= n_classes) | (labels != np.floor(labels))
         if bad.any():
             i = int(np.argmax(bad))
             raise ValueError(
-                f"{path}: row {i} column {column} = {labels[i]} is not a class in 0..{n_classes - 1}"
+                f"{path}: row {i} column {column} = {labels[i]:g} is not a class in 0..{n_classes - 1}"
             )
         one_hot = np.zeros((labels.size, n_classes), dtype=np.float32)
         one_hot[np.arange(labels.size), labels.astype(np.int64)] = 1.0
         blocks.append(one_hot)
     for wanted in SCENE_PROBABILITIES:
         column = _find_column(header, wanted, path)
-        p = table.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
-        bad = ~np.isfinite(p) | (p < 0) | (p > 1)
+        p = _numeric_column(table, column, path)
+        # The source rounds to 9 digits (1.000000042 occurs); anything further off is not a probability.
+        bad = ~np.isfinite(p) | (p < -1e-6) | (p > 1 + 1e-6)
         if bad.any():
             i = int(np.argmax(bad))
             raise ValueError(f"{path}: row {i} column {column} = {p[i]} is not a probability")
@@ -796,7 +797,9 @@ def plot_feature_model(
     )
     colours = ("tab:red", "tab:blue", "tab:green")
     for colour, (name, test) in zip(colours, test_sets.items()):
-        ax_map.scatter(test.lng, test.lat, s=1.0, c=colour, alpha=0.5, label=f"test {name} ({len(test.lat):,})")
+        ax_map.scatter(
+            test.lng, test.lat, s=1.0, c=colour, alpha=0.5, label=f"test {name} ({len(test.lat):,})"
+        )
     ax_map.set(
         xlim=(-180, 180),
         ylim=(-90, 90),
