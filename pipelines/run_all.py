@@ -1,0 +1,197 @@
+"""The whole CPlaNet chain on user data, in one command, with defaults scaled to the data.
+
+    python -m pipelines.run_all --train TRAIN.parquet --test TEST.parquet --workdir DIR [--config FILE]
+
+TRAIN and TEST are Parquet files (or globs/directories) with ``photo_id`` (string), ``lat``, ``lng`` (double)
+and ``embedding`` (list of float), e.g. features written by ``pipelines.extract_features``. The stages, each
+writing one artifact under DIR (docs/ARTIFACTS.md), so any stage can be rerun alone:
+
+1. ``bucket/``      ``pipelines.bucket_cells``: level-14 S2 cell per photo, per-cell sums (Beam)
+2. ``sets/``        ``pipelines.generate_geoclass_sets``: sets 1-2 (fixed), further sampled sets, PlaNet (Beam)
+3. ``examples/``    ``pipelines.make_examples``: TFRecord shards, a label per set (Beam)
+4. ``train/``, ``model/``  ``trainer.train``: one softmax head per set on the frozen features, exported
+5. ``partitions/``  ``partition_gen.partitions``: every non-empty intersection of the sets
+6. ``predictions/`` ``pipelines.batch_predict``: the paper's methods on TEST (Beam, RunInference)
+7. ``evaluation.json`` (+ ``.md``, ``accuracy.png``) ``pipelines.evaluate``: accuracy at 1 … 2500 km
+
+Defaults scale with the data (see ``scaled_defaults``); every one is overridable in ``--config FILE`` (JSON
+or YAML, keys of :class:`RunConfig`). ``--resume`` skips stages whose artifact is already complete.
+Extra arguments (``--runner``, ``--project`` …) go to every Beam job, so the same command submits the Beam
+stages to Dataflow or Flink (docs/RUNNERS.md); the local stages (geoclass merging when run without Beam,
+training, partitions, evaluation) run where the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+
+import pyarrow.parquet as pq
+
+from schemas import columns as c
+from schemas import io as artifact_io
+
+LOG = logging.getLogger("cplanet.run_all")
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Every choice of a run. ``None`` means: scaled to the data by ``scaled_defaults``."""
+
+    seed: int = 0
+    level: int = 14
+    # Sets 1 and 2 are the paper's fixed sets; this many more are sampled from the seed (Table 1: 3).
+    n_sampled_sets: int = 3
+    # Geoclasses of sets 1 and 2; sampled sets draw from [1, 1.3] x this, as Table 1 does around 10k.
+    classes_per_set: int | None = None
+    # The paper has ~3,000 training images per geoclass (30M / 10k); a sample needs finer classes to
+    # say anything at 1-25 km, so the scaled default aims at this many images per class.
+    images_per_class: int = 50
+    planet: bool = True
+    planet_t_max: int | None = None
+    planet_t_min: int | None = None
+    eval_fraction: float = 0.1
+    epochs: int | None = None
+    batch_size: int = 256
+    learning_rate: float = 0.005
+    top_k: int = 5
+    methods: str = "paper"
+
+    @classmethod
+    def from_file(cls, path: str | None) -> RunConfig:
+        if not path:
+            return cls()
+        with open(path) as f:
+            text = f.read()
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            values = yaml.safe_load(text) or {}
+        else:
+            values = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise SystemExit(f"{path}: unknown config keys {unknown}; known keys: {sorted(known)}")
+        return cls(**values)
+
+
+def scaled_defaults(config: RunConfig, n_train: int) -> RunConfig:
+    """Fill the ``None`` fields from the number of training photos."""
+    classes = config.classes_per_set or int(min(10_000, max(8, round(n_train / config.images_per_class))))
+    # PlaNet splits a cell above t_max images, so its cells hold t_max/4..t_max: about the same number of
+    # classes as the merged sets when t_max is twice their mean class size.
+    t_max = config.planet_t_max or max(4, 2 * n_train // classes)
+    t_min = config.planet_t_min or max(1, t_max // 20)
+    # About 1.5M example visits in all, between 3 and 30 passes.
+    epochs = config.epochs or int(min(30, max(3, round(1_500_000 / max(n_train, 1)))))
+    return dataclasses.replace(config, classes_per_set=classes, planet_t_max=t_max, planet_t_min=t_min, epochs=epochs)
+
+
+def count_rows(path: str) -> int:
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in artifact_io.list_parquet_files(path))
+
+
+class Stages:
+    """Runs named stages in order with timing and a one-line progress report each."""
+
+    def __init__(self, workdir: str, resume: bool, total: int):
+        self.workdir, self.resume, self.total, self.done = workdir, resume, total, 0
+        self.seconds: dict[str, float] = {}
+
+    def run(self, name: str, artifact: str | None, step: Callable[[], object]) -> None:
+        self.done += 1
+        marker = artifact and os.path.exists(os.path.join(artifact, artifact_io.SUCCESS_MARKER))
+        if self.resume and marker:
+            LOG.info("[%d/%d] %s: complete at %s, skipped (--resume)", self.done, self.total, name, artifact)
+            return
+        LOG.info("[%d/%d] %s ...", self.done, self.total, name)
+        started = time.time()
+        step()
+        self.seconds[name] = round(time.time() - started, 1)
+        LOG.info("[%d/%d] %s done in %.1f s", self.done, self.total, name, self.seconds[name])
+
+
+def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args: Sequence[str] = (),
+              resume: bool = False) -> dict:
+    """Run every stage; returns the evaluation report (also written to ``workdir/evaluation.json``)."""
+    from partition_gen import partitions as partitions_lib
+    from pipelines import batch_predict, bucket_cells, evaluate, generate_geoclass_sets, make_examples
+    from trainer import train as trainer_train
+
+    os.makedirs(workdir, exist_ok=True)
+    n_train = count_rows(train)
+    config = scaled_defaults(config, n_train)
+    with open(os.path.join(workdir, "run_config.json"), "w") as f:
+        json.dump({"train": train, "test": test, "n_train_rows": n_train, **dataclasses.asdict(config)}, f, indent=2)
+    LOG.info("run config (scaled to %d training rows): %s", n_train, dataclasses.asdict(config))
+
+    path = {name: os.path.join(workdir, name) for name in
+            ("bucket", "sets", "examples", "train", "model", "partitions", "predictions")}
+    beam_args = list(beam_args)
+    stages = Stages(workdir, resume, total=7)
+
+    stages.run("bucket photos into S2 cells", os.path.join(path["bucket"], "cells"), lambda: bucket_cells.run(
+        ["--features", train, "--output", path["bucket"], "--level", str(config.level)] + beam_args))
+
+    set_args = ["--cells", os.path.join(path["bucket"], "cells"), "--output", path["sets"],
+                "--n_classes", str(config.classes_per_set), "--n_sampled", str(config.n_sampled_sets),
+                "--seed", str(config.seed)]
+    if config.planet:
+        set_args += ["--planet_t_max", str(config.planet_t_max), "--planet_t_min", str(config.planet_t_min)]
+    stages.run("generate geoclass sets", path["sets"], lambda: generate_geoclass_sets.run(set_args + beam_args))
+
+    stages.run("make training examples", path["examples"], lambda: make_examples.run(
+        ["--photos", os.path.join(path["bucket"], "photos"), "--sets", path["sets"], "--output", path["examples"],
+         "--eval_fraction", str(config.eval_fraction)] + beam_args))
+
+    stages.run("train the heads and export the model", path["model"], lambda: trainer_train.run(
+        ["--examples", path["examples"], "--sets", path["sets"], "--job_dir", path["train"],
+         "--export_dir", path["model"], "--epochs", str(config.epochs), "--batch_size", str(config.batch_size),
+         "--learning_rate", str(config.learning_rate), "--seed", str(config.seed), "--verbose", "2"]))
+
+    def build_partitions():
+        parts = partitions_lib.build_partitions_from_artifact(path["sets"])
+        partitions_lib.save_partitions(parts, path["partitions"])
+        LOG.info("%d combinatorial partitions over %d nodes", parts.n_partitions, parts.total_nodes)
+
+    stages.run("build combinatorial partitions", path["partitions"], build_partitions)
+
+    run_date = "1970-01-01"  # evaluation runs are not nightly runs; a fixed date makes reruns replace them
+    predictions = batch_predict.run_output_dir(path["predictions"], run_date)
+    stages.run("predict the test photos", predictions, lambda: batch_predict.run(
+        ["--manifest", test, "--model", path["model"], "--partitions", path["partitions"],
+         "--output", path["predictions"], "--run_date", run_date, "--methods", config.methods,
+         "--top_k", str(config.top_k)] + beam_args))
+
+    report: dict = {}
+
+    def run_evaluation():
+        report.update(evaluate.run(["--predictions", predictions, "--truth", test, "--out", workdir]))
+
+    stages.run("evaluate", None, run_evaluation)
+    with open(os.path.join(workdir, "stage_seconds.json"), "w") as f:
+        json.dump(stages.seconds, f, indent=2)
+    return report
+
+
+def run(argv: Sequence[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train", required=True, help=f"training photos: Parquet with {c.PHOTO_ID}, {c.LAT}, "
+                        f"{c.LNG}, {c.EMBEDDING}")
+    parser.add_argument("--test", required=True, help="test photos, same columns")
+    parser.add_argument("--workdir", required=True, help="every artifact and evaluation.json go here")
+    parser.add_argument("--config", default=None, help="JSON or YAML file with RunConfig overrides")
+    parser.add_argument("--resume", action="store_true", help="skip stages whose artifact is complete")
+    args, beam_args = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run_chain(args.train, args.test, args.workdir, RunConfig.from_file(args.config), beam_args, args.resume)
+
+
+if __name__ == "__main__":
+    run()
