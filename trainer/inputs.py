@@ -195,10 +195,10 @@ def _parse_batch(
     return parsed[c.EMBEDDING], labels
 
 
-def _records(files: Sequence[str], shuffle_seed: int | tf.Tensor | None) -> tf.data.Dataset:
+def _records(files: Sequence[str], shuffle_seed: int | None, reshuffle: bool = False) -> tf.data.Dataset:
     filenames = tf.data.Dataset.from_tensor_slices(list(files))
     if shuffle_seed is not None:
-        filenames = filenames.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=False)
+        filenames = filenames.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=reshuffle)
     return filenames.interleave(
         lambda name: tf.data.TFRecordDataset(name, compression_type="GZIP"),
         cycle_length=min(len(files), 8),
@@ -226,16 +226,12 @@ def train_dataset(
     batches in one pass, if known) lets Keras show the epoch's length and checks the metadata's count.
     """
     base = epoch_seed(seed, epoch)
-
-    def one_pass(pass_index: tf.Tensor) -> tf.data.Dataset:
-        pass_seed = tf.cast((base + pass_index * 104_729) % (2**31 - 1), tf.int64)
-        records = _records(files, shuffle_seed=pass_seed)
-        return records.shuffle(shuffle_buffer, seed=pass_seed, reshuffle_each_iteration=False)
-
-    if steps is None:
-        records = _records(files, shuffle_seed=base).shuffle(shuffle_buffer, seed=base, reshuffle_each_iteration=False)
-    else:
-        records = tf.data.Dataset.range(2**31).flat_map(one_pass)
+    # reshuffle_each_iteration with a fixed seed draws a new, but reproducible, permutation for each pass.
+    records = _records(files, shuffle_seed=base, reshuffle=steps is not None).shuffle(
+        shuffle_buffer, seed=base, reshuffle_each_iteration=steps is not None
+    )
+    if steps is not None:
+        records = records.repeat()
     dataset = records.batch(batch_size).map(
         lambda batch: _parse_batch(batch, info.embedding_dim, set_names, info.n_classes),
         num_parallel_calls=tf.data.AUTOTUNE,
