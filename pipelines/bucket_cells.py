@@ -62,17 +62,17 @@ class CellPartial:
 
 
 def reduce_by_cell(cell_ids: np.ndarray, counts: np.ndarray, xyz: np.ndarray, features: np.ndarray) -> CellPartial:
-    """Sum rows that share a cell id (sort once, ``np.add.reduceat`` per quantity)."""
+    """Sum rows that share a cell id (sort once, ``np.add.reduceat`` per quantity, float64 sums)."""
+    if len(cell_ids) == 0:
+        return CellPartial(cell_ids, counts[:0], xyz[:0].astype(np.float64), features[:0].astype(np.float64))
     order = np.argsort(cell_ids, kind="stable")
     ids = cell_ids[order]
-    starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1]))) if len(ids) else np.zeros(0, np.int64)
-    if len(ids) == 0:
-        return CellPartial(ids, counts[:0], xyz[:0], features[:0])
+    starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
     return CellPartial(
         ids[starts],
         np.add.reduceat(counts[order], starts),
-        np.add.reduceat(xyz[order], starts, axis=0),
-        np.add.reduceat(features[order], starts, axis=0),
+        np.add.reduceat(xyz[order], starts, axis=0, dtype=np.float64),
+        np.add.reduceat(features[order], starts, axis=0, dtype=np.float64),
     )
 
 
@@ -125,14 +125,16 @@ def batch_partials(batch: pa.RecordBatch, n_shards: int) -> Iterator[tuple[int, 
     xyz = latlng_to_xyz(
         batch.column(c.LAT).to_numpy(zero_copy_only=False), batch.column(c.LNG).to_numpy(zero_copy_only=False)
     )
-    partial = reduce_by_cell(
-        ids, np.ones(len(ids), np.int64), xyz, embedding_matrix(batch).astype(np.float64)
-    )
+    partial = reduce_by_cell(ids, np.ones(len(ids), np.int64), xyz, embedding_matrix(batch))
     shards = shard_of_cells(partial.cell_ids, n_shards)
-    for shard in np.unique(shards):
-        keep = shards == shard
-        yield int(shard), CellPartial(
-            partial.cell_ids[keep], partial.counts[keep], partial.xyz[keep], partial.features[keep]
+    # One stable sort by shard keeps ids ascending inside each shard; the shards are then contiguous slices.
+    order = np.argsort(shards, kind="stable")
+    shards = shards[order]
+    bounds = np.flatnonzero(np.concatenate(([True], shards[1:] != shards[:-1], [True])))
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        rows = order[lo:hi]
+        yield int(shards[lo]), CellPartial(
+            partial.cell_ids[rows], partial.counts[rows], partial.xyz[rows], partial.features[rows]
         )
 
 
@@ -208,15 +210,32 @@ class AggregateCells(beam.PTransform):
 
 
 class BucketPhotos(beam.PTransform):
-    """Feature batches -> outputs ``photos`` (batches with cell ids), ``cells`` (CELLS tables), ``dead_letters``."""
+    """Feature batches -> outputs ``photos`` (batches with cell ids), ``cells`` (CELLS tables), ``dead_letters``.
 
-    def __init__(self, embedding_dim: int | None, level: int = DEFAULT_LEVEL, n_shards: int = DEFAULT_CELL_SHARDS):
+    ``key_batches``: a second read of the same input for the duplicate check, so the main batches stream
+    straight through to the outputs instead of waiting, materialized, for the list of repeated photo ids.
+    """
+
+    def __init__(
+        self,
+        embedding_dim: int | None,
+        level: int = DEFAULT_LEVEL,
+        n_shards: int = DEFAULT_CELL_SHARDS,
+        key_batches=None,
+    ):
         super().__init__()
         self._dim, self._level, self._n_shards = embedding_dim, level, n_shards
+        self._key_batches = key_batches
 
     def expand(self, batches):
         checked = batches | "Validate photos" >> common.ValidateBatches(JOB, self._dim, need_embedding=True)
-        unique = checked[common.VALID] | "Drop repeated photo ids" >> common.DropDuplicatePhotoIds(JOB)
+        if self._key_batches is None:
+            unique = checked[common.VALID] | "Drop repeated photo ids" >> common.DropDuplicatePhotoIds(JOB)
+        else:
+            repeats = self._key_batches | "Find repeated photo ids" >> common.FindRepeatedPhotoIds(
+                validate_with=(self._dim, True)
+            )
+            unique = checked[common.VALID] | "Drop repeated photo ids" >> common.DropRepeatedPhotoIds(JOB, repeats)
         photos = unique[common.VALID] | AssignCells(self._level)
         cells = photos | AggregateCells(self._level, self._n_shards)
         dead = (checked[common.DEAD], unique[common.DEAD]) | "Gather dead letters" >> beam.Flatten()
@@ -251,10 +270,12 @@ def build_pipeline(
     check_columns("features", common.table_schema(features), FEATURES)
     if embedding_dim is None:
         embedding_dim = infer_embedding_dim(features)
-    batches = pipeline | "Read features" >> common.ReadTableBatches(
-        features, JOB, columns=[c.PHOTO_ID, c.LAT, c.LNG, c.EMBEDDING], batch_rows=batch_rows
+    columns = [c.PHOTO_ID, c.LAT, c.LNG, c.EMBEDDING]
+    batches = pipeline | "Read features" >> common.ReadTableBatches(features, JOB, columns, batch_rows)
+    key_batches = pipeline | "Read features again for the duplicate check" >> common.ReadTableBatches(
+        features, JOB, columns, batch_rows, count_rows_in=False
     )
-    out = batches | "Bucket photos into cells" >> BucketPhotos(embedding_dim, level, n_shards)
+    out = batches | "Bucket photos into cells" >> BucketPhotos(embedding_dim, level, n_shards, key_batches)
     _ = (
         out["photos"]
         | common.CountRowsOut(JOB)

@@ -63,7 +63,7 @@ def test_cells_match_pandas_reference(features_dir, tmp_path, level):
     out = tmp_path / "bucketed"
     summary = bucket_cells.run(
         [f"--features={path}", f"--output={out}", f"--level={level}", "--cell_shards=4", "--batch_rows=300"]
-        + (["--direct_num_workers=1"] if level == 10 else [])
+        + (["--direct_running_mode=multi_processing"] if level == 10 else [])
     )
     assert summary.rows_in == N_ROWS and summary.rows_out == N_ROWS and summary.dead_total == 0
     for name in ("cells", "photos", "dead_letters"):
@@ -127,5 +127,5 @@ def test_missing_input_fails_at_launch_with_a_clear_error(tmp_path):
 def test_offline_defaults_never_pick_the_prism_runner():
     args = common.offline_pipeline_args(["--runner=DirectRunner"])
     assert "--runner=FnApiRunner" in args and "--direct_num_workers=2" in args
-    assert "--direct_running_mode=multi_processing" in args
+    assert "--direct_running_mode=multi_threading" in args
     assert common.offline_pipeline_args(["--runner", "DataflowRunner"]) == ["--runner", "DataflowRunner"]
