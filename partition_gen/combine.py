@@ -17,12 +17,14 @@ float64 rounding of sums taken in different orders) is in the arg-max set. The p
 the mean of the training images' unit vectors over all arg-max partitions, projected back to the sphere
 (from their stored xyz sums); a set of partitions without images falls back to its nodes' centres.
 
-Speed: most images have peaked distributions, so a threshold bound avoids touching most partitions: with the
-top-m classes of each set as candidates (through the (set, class) -> partitions index), every partition outside
-them scores at most B = sum_i (m+1)-th largest q_i. When the k-th best candidate is >= B and the best is
-> B + tolerance, the top-k and the whole arg-max set are exact; otherwise m grows, and when the candidates would
-cover a large share of the partitions, the image is scored densely over all partitions. Float addition is
-monotone and the bound sums the sets in the same order as the scores, so the test is exact, not approximate.
+Speed: most images have peaked distributions, so a threshold bound avoids touching most partitions. The
+candidates are the partitions inside the classes with P_i >= r * max P_i of some set (through the
+(set, class) -> partitions index); every other partition scores at most B = sum_i r * max P_i / z_i. When the
+k-th best candidate is >= B and the best is > B + tolerance, the top-k and the whole arg-max set are exact;
+otherwise r shrinks 16-fold, and an image whose candidates would cover more than ``dense_fraction`` of the
+partitions is scored densely over all partitions. Float division and addition are monotone and the bound is
+formed like the scores (same division, same order of summation), so the test is exact, not approximate.
+No full float64 copy of the probabilities is made: q_i = float64(P_i) / z_i only where a score needs it.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ SIMPLE_SUM = "SimpleSum"
 RULES = (NORMALIZED_SUM, SIMPLE_SUM)
 
 DEFAULT_TIE_RTOL = 1e-12
-# Dense scoring materialises (images x partitions) float64 scores; this caps one chunk at ~64 MB.
-_DENSE_CHUNK_ELEMENTS = 8_000_000
+# Dense scoring materialises (images x partitions) float64 scores; this caps one chunk at ~16 MB, small enough to stay out of fresh-page faults that dominate larger chunks.
+_DENSE_CHUNK_ELEMENTS = 2_000_000
+_MIN_PRUNE_RATIO = 1e-9
 
 
 @dataclass(frozen=True)
@@ -68,112 +71,144 @@ class Combiner:
         rule: str = NORMALIZED_SUM,
         top_k: int = 5,
         tie_rtol: float = DEFAULT_TIE_RTOL,
-        initial_depth: int = 8,
+        prune_ratio: float = 0.02,
         dense_fraction: float = 0.25,
     ):
         if rule not in RULES:
             raise ValueError(f"unknown combination rule '{rule}', expected one of {RULES}")
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if not 0 < prune_ratio <= 1:
+            raise ValueError(f"prune_ratio must be in (0, 1], got {prune_ratio}")
         self.partitions = partitions
         self.rule = rule
         self.top_k = min(top_k, partitions.n_partitions)
         self.tie_rtol = tie_rtol
-        self.initial_depth = max(1, initial_depth)
+        self.prune_ratio = prune_ratio
         self.dense_fraction = dense_fraction
         self._center_lat, self._center_lng = partitions.centers_latlng()
         self._class_sizes = [s.astype(np.float64) for s in partitions.class_sizes]
-        # Mean partitions per class, to estimate how many candidates a depth would gather.
-        self._mean_members = max(partitions.n_partitions / max(k, 1) for k in partitions.n_classes)
+        self._class_counts = [np.diff(indptr) for indptr in partitions.class_indptr]
 
     # ------------------------------------------------------------------------------------------ inputs
 
-    def class_weights(self, probabilities: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        """q_i per set, float64 (B, K_i): P_i / Z_i for NormalizedSum, P_i for SimpleSum."""
-        weights, batch = [], None
+    def _checked(self, probabilities: Mapping[str, np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Per set: the probabilities as given (B, K_i) and the divisor z_i (B,) float64: Z_i or 1.
+
+        q_i = float64(P_i) / z_i is formed only where a score needs it, never as a full float64 copy.
+        """
+        probs, divisors, batch = [], [], None
         for name, k, sizes in zip(self.partitions.set_names, self.partitions.n_classes, self._class_sizes):
             if name not in probabilities:
                 raise ValueError(f"no probabilities for geoclass set '{name}' (got: {', '.join(probabilities)})")
-            p = np.asarray(probabilities[name], dtype=np.float64)
+            p = np.asarray(probabilities[name])
+            if p.dtype not in (np.float32, np.float64):
+                p = p.astype(np.float64)
             if p.ndim != 2 or p.shape[1] != k:
                 raise ValueError(f"probabilities of set '{name}' have shape {p.shape}, expected (batch, {k})")
             if batch is not None and p.shape[0] != batch:
                 raise ValueError(f"set '{name}' has {p.shape[0]} rows, other sets have {batch}")
             batch = p.shape[0]
-            if not np.isfinite(p).all() or (p < 0).any():
+            # NaN and inf propagate into these sums whatever the class sizes, so one pass checks them too.
+            z = _row_dot(p, sizes) if self.rule == NORMALIZED_SUM else None
+            total = z if z is not None else p.sum(axis=1, dtype=np.float64)
+            if not np.isfinite(total).all() or (p.size and p.min() < 0):
                 raise ValueError(f"probabilities of set '{name}' hold NaN, inf or negative values")
-            if self.rule == NORMALIZED_SUM:
-                z = p @ sizes
-                if (z <= 0).any():
-                    raise ValueError(f"set '{name}': all probability is on classes without nodes (Z = 0)")
-                p = p / z[:, None]
-            weights.append(p)
-        return weights
+            if z is None:
+                z = np.ones(batch)
+            elif (z <= 0).any():
+                raise ValueError(f"set '{name}': all probability is on classes without nodes (Z = 0)")
+            probs.append(p)
+            divisors.append(z)
+        return probs, divisors
+
+    def class_weights(self, probabilities: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """q_i per set, float64 (B, K_i): P_i / Z_i for NormalizedSum, P_i for SimpleSum."""
+        probs, divisors = self._checked(probabilities)
+        return [p.astype(np.float64) / z[:, None] for p, z in zip(probs, divisors)]
 
     # ------------------------------------------------------------------------------------------ scoring
 
     def scores(self, probabilities: Mapping[str, np.ndarray]) -> np.ndarray:
         """Dense (B, P) partition scores: for figures and checks; ``predict`` avoids building this."""
-        q = self.class_weights(probabilities)
-        return self._dense_scores(q, np.arange(q[0].shape[0]))
+        probs, divisors = self._checked(probabilities)
+        return self._dense_scores(probs, divisors, np.arange(probs[0].shape[0]))
 
-    def _dense_scores(self, q: list[np.ndarray], images: np.ndarray) -> np.ndarray:
+    def _dense_scores(self, probs, divisors, images: np.ndarray) -> np.ndarray:
         tuples = self.partitions.tuples
-        total = q[0][images][:, tuples[:, 0]]
-        for i in range(1, len(q)):
-            total += q[i][images][:, tuples[:, i]]
+        total = None
+        for i, (p, z) in enumerate(zip(probs, divisors)):
+            term = p[images][:, tuples[:, i]].astype(np.float64) / z[images][:, None]
+            total = term if total is None else total + term
         return total
 
     def predict(self, probabilities: Mapping[str, np.ndarray]) -> BatchPrediction:
-        q = self.class_weights(probabilities)
-        batch = q[0].shape[0]
-        k = self.top_k
-        out = _Output(batch, k)
+        probs, divisors = self._checked(probabilities)
+        batch = probs[0].shape[0]
+        out = _Output(batch, self.top_k)
         pending = np.arange(batch)
-        depth = self.initial_depth
+        ratio = self.prune_ratio
         while pending.size:
-            too_deep = depth >= min(self.partitions.n_classes) or (
-                depth * len(q) * self._mean_members > self.dense_fraction * self.partitions.n_partitions
-            )
-            if too_deep:
-                self._predict_dense(q, pending, out)
+            if ratio < _MIN_PRUNE_RATIO:
+                # Nearly uniform rows (or all-zero ones under SimpleSum) never separate from the bound.
+                self._predict_dense(probs, divisors, pending, out)
                 break
-            pending = self._predict_pruned(q, pending, depth, out)
-            depth *= 4
+            pending = self._predict_pruned(probs, divisors, pending, ratio, out)
+            ratio /= 16
         return out.finish(self)
 
     def _tolerance(self, best: np.ndarray) -> np.ndarray:
         return self.tie_rtol * np.abs(best)
 
-    def _predict_pruned(self, q: list[np.ndarray], images: np.ndarray, depth: int, out: _Output) -> np.ndarray:
-        """Score only partitions in the top-``depth`` classes of some set; return the images left undecided."""
+    def _predict_pruned(self, probs, divisors, images: np.ndarray, ratio: float, out: _Output) -> np.ndarray:
+        """Score only partitions in a class with P >= ratio * max P of its set; return undecided images.
+
+        Images whose candidates would exceed ``dense_fraction`` of all partitions are scored densely instead.
+        """
         parts = self.partitions
         n = images.size
+        full = n == probs[0].shape[0]
         bound = np.zeros(n)
+        picks = []
+        gathered = np.zeros(n, dtype=np.int64)
+        for i, (p, z) in enumerate(zip(probs, divisors)):
+            rows = p if full else p[images]
+            threshold = rows.max(axis=1) * rows.dtype.type(ratio)
+            # flatnonzero + divmod: half the cost of a 2-D nonzero.
+            img, cls = np.divmod(np.flatnonzero(rows >= threshold[:, None]), rows.shape[1])
+            # Classes left out have P < threshold, so each scores below threshold / z: a bound in float64 that
+            # rounds the same way as the scores (same division, same summation order).
+            bound = bound + threshold.astype(np.float64) / z[images]
+            picks.append((img, cls))
+            gathered += np.bincount(img, weights=self._class_counts[i][cls], minlength=n).astype(np.int64)
+        dense = gathered > self.dense_fraction * parts.n_partitions
+        if dense.any():
+            self._predict_dense(probs, divisors, images[dense], out)
+        if dense.all():
+            return images[:0]
+
         cand_img, cand_pid = [], []
-        local = np.arange(n)
-        for i, qi in enumerate(q):
-            rows = qi[images]
-            order = np.argpartition(-rows, depth, axis=1)
-            top = order[:, :depth]
-            bound += np.take_along_axis(rows, order[:, depth : depth + 1], axis=1)[:, 0]
-            cls = top.ravel()
-            img = np.repeat(local, depth)
+        for i, (img, cls) in enumerate(picks):
+            keep = ~dense[img]
+            img, cls = img[keep], cls[keep]
             start = parts.class_indptr[i][cls]
-            count = parts.class_indptr[i][cls + 1] - start
+            count = self._class_counts[i][cls]
             offsets = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
             cand_pid.append(parts.class_members[i][np.repeat(start, count) + offsets])
             cand_img.append(np.repeat(img, count))
         key = np.unique(np.concatenate(cand_img).astype(np.int64) * parts.n_partitions + np.concatenate(cand_pid))
         img = key // parts.n_partitions
         pid = key % parts.n_partitions
-        score = q[0][images[img], parts.tuples[pid, 0]]
-        for i in range(1, len(q)):
-            score = score + q[i][images[img], parts.tuples[pid, i]]
+        global_img = images[img]
+        score = None
+        for i, (p, z) in enumerate(zip(probs, divisors)):
+            term = p[global_img, parts.tuples[pid, i]].astype(np.float64) / z[global_img]
+            score = term if score is None else score + term
 
         # Within each image: best score first, then ascending partition id (deterministic ties).
         order = np.lexsort((pid, -score, img))
         img, pid, score = img[order], pid[order], score[order]
+        local = np.arange(n)
         group_start = np.searchsorted(img, local)
         group_count = np.bincount(img, minlength=n)
         rank = np.arange(img.size) - group_start[img]
@@ -185,32 +220,50 @@ class Combiner:
         enough = group_count >= k
         kth[enough] = score[group_start[enough] + k - 1]
         tol = self._tolerance(best)
-        decided = enough & (kth >= bound) & (bound < best - tol)
+        decided = ~dense & enough & (kth >= bound) & (bound < best - tol)
 
         pick = decided[img]
         top_mask = pick & (rank < k)
         out.set_topk(images[img[top_mask]], rank[top_mask], pid[top_mask], score[top_mask])
         tie_mask = pick & (score >= (best - tol)[img])
         out.set_argmax(images[img[tie_mask]], pid[tie_mask], best[img[tie_mask]])
-        return images[~decided]
+        return images[~decided & ~dense]
 
-    def _predict_dense(self, q: list[np.ndarray], images: np.ndarray, out: _Output) -> None:
+    def _predict_dense(self, probs, divisors, images: np.ndarray, out: _Output) -> None:
         k = out.k
         chunk = max(1, _DENSE_CHUNK_ELEMENTS // max(self.partitions.n_partitions, 1))
         for lo in range(0, images.size, chunk):
             sub = images[lo : lo + chunk]
-            s = self._dense_scores(q, sub)
+            s = self._dense_scores(probs, divisors, sub)
             best = s.max(axis=1)
             ties = s >= (best - self._tolerance(best))[:, None]
             rows, pid = np.nonzero(ties)
             out.set_argmax(sub[rows], pid, best[rows])
-            top = np.argpartition(-s, k - 1, axis=1)[:, :k] if k < s.shape[1] else np.tile(np.arange(s.shape[1]), (sub.size, 1))
+            if k < s.shape[1]:
+                top = np.argpartition(-s, k - 1, axis=1)[:, :k]
+            else:
+                top = np.tile(np.arange(s.shape[1]), (sub.size, 1))
             top_scores = np.take_along_axis(s, top, axis=1)
             order = np.lexsort((top, -top_scores), axis=-1)
             top = np.take_along_axis(top, order, axis=1)
             top_scores = np.take_along_axis(top_scores, order, axis=1)
             ranks = np.broadcast_to(np.arange(k), top.shape)
             out.set_topk(np.repeat(sub, k), ranks.ravel(), top.ravel(), top_scores.ravel())
+
+
+def _row_dot(p: np.ndarray, weights: np.ndarray, rows_per_chunk: int = 32) -> np.ndarray:
+    """p @ weights in float64 for float32 p, converting a cache-sized block at a time (10x faster than a
+    full float64 copy of a (256, 10000) batch, which spends its time faulting in fresh pages)."""
+    if p.dtype == np.float64:
+        return p @ weights
+    out = np.empty(p.shape[0])
+    block = np.empty((min(rows_per_chunk, p.shape[0]), p.shape[1]))
+    for lo in range(0, p.shape[0], rows_per_chunk):
+        chunk = p[lo : lo + rows_per_chunk]
+        view = block[: chunk.shape[0]]
+        np.copyto(view, chunk)
+        out[lo : lo + chunk.shape[0]] = view @ weights
+    return out
 
 
 class _Output:

@@ -47,7 +47,7 @@ def test_combiner_matches_per_node_equations(seed, concentration, rule, path):
     parts = build_partitions(assignments, n_images, xyz_sum, sets_checksum="x")
     rng = np.random.default_rng(100 + seed)
     probs = random_probs(rng, ks, batch=12, concentration=concentration)
-    options = {"auto": {}, "pruned": {"initial_depth": 1, "dense_fraction": 10.0}, "dense": {"dense_fraction": 0.0}}
+    options = {"auto": {}, "pruned": {"prune_ratio": 0.9, "dense_fraction": 10.0}, "dense": {"dense_fraction": 0.0}}
     pred = Combiner(parts, rule=rule, top_k=6, **options[path]).predict(probs)
     ref_nodes, ref_lat, ref_lng, ref_best, _ = per_node_reference(assignments, xyz_sum, probs, rule)
     for b in range(12):
@@ -138,7 +138,7 @@ def test_peaked_probabilities_are_decided_without_dense_scoring(monkeypatch):
     assignments, n_images, xyz_sum = random_sets(9, n_nodes=300, ks=ks)
     parts = build_partitions(assignments, n_images, xyz_sum, sets_checksum="x")
     probs = random_probs(np.random.default_rng(9), ks, batch=16, concentration=0.02)
-    combiner = Combiner(parts, top_k=2, initial_depth=2, dense_fraction=10.0)
+    combiner = Combiner(parts, top_k=2, prune_ratio=0.5, dense_fraction=10.0)
 
     def no_dense(*args, **kwargs):
         raise AssertionError("dense scoring used")
@@ -147,3 +147,13 @@ def test_peaked_probabilities_are_decided_without_dense_scoring(monkeypatch):
     pred = combiner.predict(probs)
     ref_nodes, ref_lat, _, _, _ = per_node_reference(assignments, xyz_sum, probs, NORMALIZED_SUM)
     np.testing.assert_allclose(pred.lat, ref_lat, atol=1e-9)
+
+
+def test_uniform_and_all_zero_rows_terminate_with_every_partition_tied():
+    assignments, n_images, xyz_sum = random_sets(10, n_nodes=120, ks=(4, 6))
+    parts = build_partitions(assignments, n_images, xyz_sum, sets_checksum="x")
+    probs = {"set1": np.zeros((2, 4)), "set2": np.zeros((2, 6))}
+    pred = Combiner(parts, rule=SIMPLE_SUM, dense_fraction=10.0).predict(probs)
+    assert list(pred.n_argmax) == [parts.n_partitions] * 2
+    expected = xyz_to_latlng(xyz_sum.sum(axis=0))
+    assert pred.lat[0] == pytest.approx(float(expected[0]), abs=1e-9)
