@@ -157,3 +157,21 @@ def test_uniform_and_all_zero_rows_terminate_with_every_partition_tied():
     assert list(pred.n_argmax) == [parts.n_partitions] * 2
     expected = xyz_to_latlng(xyz_sum.sum(axis=0))
     assert pred.lat[0] == pytest.approx(float(expected[0]), abs=1e-9)
+
+
+def test_progressive_map_steps_match_the_per_node_reference(tmp_path):
+    from partition_gen.figures import plot_progressive_map
+
+    ks = (7, 12, 30)
+    assignments, n_images, xyz_sum = random_sets(12, n_nodes=300, ks=ks)
+    parts = build_partitions(assignments, n_images, xyz_sum, sets_checksum="x")
+    probs = {k: v[0] for k, v in random_probs(np.random.default_rng(12), ks, batch=1, concentration=0.2).items()}
+    steps = plot_progressive_map(parts, probs, 10.0, 20.0, str(tmp_path / "fig4.png"), photo_id="p1")
+    assert open(tmp_path / "fig4.png", "rb").read(4) == b"\x89PNG"
+    assert [s.set_names for s in steps] == [("set1",), ("set1", "set2"), ("set1", "set2", "set3")]
+    for step in steps:
+        subset = {n: assignments[n] for n in step.set_names}
+        batch = {n: probs[n][None, :] for n in step.set_names}
+        ref_nodes, ref_lat, ref_lng, _, _ = per_node_reference(subset, xyz_sum, batch, NORMALIZED_SUM)
+        np.testing.assert_array_equal(step.nodes, ref_nodes[0])
+        assert (step.lat, step.lng) == pytest.approx((ref_lat[0], ref_lng[0]), abs=1e-9)
