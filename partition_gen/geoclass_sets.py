@@ -217,11 +217,11 @@ def save_geoclass_sets(sets: GeoclassSets, path: str, *, maps: bool = True) -> N
         _save_remote(sets, path)
         return
     staging = staging_path(path)
-    _write_files(sets, staging, maps=maps)
+    write_artifact_files(sets, staging, maps=maps)
     replace_directory_atomic(staging, path)
 
 
-def _write_files(sets: GeoclassSets, directory: str, *, maps: bool) -> None:
+def write_artifact_files(sets: GeoclassSets, directory: str, *, maps: bool) -> None:
     write_table_atomic(sets.assignments_table(), os.path.join(directory, ASSIGNMENTS))
     write_table_atomic(sets.classes_table(), os.path.join(directory, CLASSES))
     with open(os.path.join(directory, SETS_JSON), "w") as handle:
@@ -239,7 +239,7 @@ def _save_remote(sets: GeoclassSets, path: str) -> None:
     from apache_beam.io.filesystems import FileSystems
 
     with tempfile.TemporaryDirectory() as local:
-        _write_files(sets, local, maps=True)
+        write_artifact_files(sets, local, maps=True)
         for root, _, files in os.walk(local):
             for name in sorted(files):
                 rel = os.path.relpath(os.path.join(root, name), local)

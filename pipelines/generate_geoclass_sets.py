@@ -1,0 +1,208 @@
+"""Generate geoclass sets on Beam: one element per parameter set, so the sets are built in parallel.
+
+Reads a cells artifact (``schemas.CELLS``, from ``pipelines.bucket_cells``), builds every geoclass set of the
+spec list (sets 1 and 2 of Table 1, seeded sampled sets, optionally a PlaNet set) with the same code as
+``partition_gen.geoclass_sets.generate_geoclass_sets``, and writes the geoclass-sets artifact
+(docs/ARTIFACTS.md: ``sets.json``, ``assignments.parquet``, ``classes.parquet``, ``maps/*.png``, ``_SUCCESS``).
+
+The initial graph is rebuilt once per worker process (``DoFn.setup`` through ``apache_beam.utils.shared``,
+so threads of one process share it) instead of being shipped as a side input: a 2.8M-node graph with
+2048-d features is several GB to serialise to every worker, while rebuilding it from the cells artifact
+is one Parquet read and one convex hull, deterministic for the same input, so all workers agree.
+
+Bad parameter sets (more classes than nodes, feature dimensions the cells do not have, repeated names) are
+configuration errors: the launcher refuses them before the pipeline starts, naming the set and the cells.
+Accounting: rows in = parameter sets read, rows out = sets written; there are no per-row dead letters.
+
+Run locally (offline runner, both cores)::
+
+    python -m pipelines.generate_geoclass_sets --cells out/cells --output out/geoclass_sets \\
+        --n_classes 9969 --n_sampled 3 --seed 7 --planet 50,5000
+
+or with an explicit list (JSON: ``[{"name": "set1", "kind": "merge", "n_classes": 500, "params": {...}}]``)::
+
+    python -m pipelines.generate_geoclass_sets --cells out/cells --output out/sets --specs specs.json
+
+On Dataflow, add the usual options; each worker needs memory for one graph plus one set's working copy
+(about 4 GB for 2.8M nodes with 128-d features; use highmem machines for 2048-d)::
+
+    python -m pipelines.generate_geoclass_sets --cells gs://B/cells --output gs://B/geoclass_sets \\
+        --n_classes 9969 --n_sampled 3 --runner DataflowRunner --project P --region R \\
+        --temp_location gs://B/tmp --setup_file ./setup.py --machine_type n2-highmem-8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.utils.shared import Shared
+
+from partition_gen.geoclass_sets import empty_sets_for, generate_set, write_artifact_files
+from partition_gen.graph import InitialGraph, graph_from_cells_table
+from partition_gen.params import MERGE, GeoclassSetSpec, check_unique_names, default_specs
+from pipelines.common import ROWS_IN, ROWS_OUT, StagedOutput, parse_job_args, run_job
+from schemas import columns as c
+from schemas.io import list_parquet_files, read_table
+
+JOB = "generate_geoclass_sets"
+LOG = logging.getLogger(__name__)
+
+
+class _GraphHolder:
+    """A weak-referenceable box, as ``Shared`` requires."""
+
+    def __init__(self, graph: InitialGraph):
+        self.graph = graph
+
+
+def load_graph(cells_path: str, with_features: bool) -> InitialGraph:
+    return graph_from_cells_table(read_table(cells_path), with_features=with_features)
+
+
+class _BuildSetFn(beam.DoFn):
+    def __init__(self, cells_path: str, with_features: bool):
+        self._cells_path, self._with_features = cells_path, with_features
+        self._shared = Shared()
+        self._holder = None
+        self._sets_in = Metrics.counter(JOB, ROWS_IN)
+
+    def setup(self):
+        self._holder = self._shared.acquire(
+            lambda: _GraphHolder(load_graph(self._cells_path, self._with_features)),
+            tag=f"{self._cells_path}|{self._with_features}",
+        )
+
+    def process(self, spec_json: dict):
+        self._sets_in.inc()
+        spec = GeoclassSetSpec.from_json(spec_json)
+        labels = generate_set(self._holder.graph, spec)
+        yield spec.name, labels
+
+
+class BuildGeoclassSets(beam.PTransform):
+    """Spec dicts (``GeoclassSetSpec.to_json``) -> (set name, int32 class id per node), one set per element."""
+
+    def __init__(self, cells_path: str, with_features: bool = True):
+        super().__init__()
+        self._cells_path, self._with_features = cells_path, with_features
+
+    def expand(self, specs):
+        return (
+            specs
+            | "Spread the parameter sets over workers" >> beam.Reshuffle()
+            | "Merge the graph into each set's geoclasses" >> beam.ParDo(_BuildSetFn(self._cells_path, self._with_features))
+        )
+
+
+def write_artifact(
+    labelled: list, cells_path: str, spec_jsons: Sequence[dict], directory: str, maps: bool = True
+) -> int:
+    """Assemble the sets in spec order and write the artifact files into ``directory`` (a staging path)."""
+    graph_nodes = load_graph(cells_path, with_features=False)
+    by_name = dict(labelled)
+    sets = empty_sets_for(graph_nodes)
+    for record in spec_jsons:
+        spec = GeoclassSetSpec.from_json(record)
+        sets.add(spec, by_name[spec.name])
+    if "://" in directory:
+        with tempfile.TemporaryDirectory() as local:
+            write_artifact_files(sets, local, maps=maps)
+            for root, _, files in os.walk(local):
+                for name in files:
+                    rel = os.path.relpath(os.path.join(root, name), local)
+                    with open(os.path.join(root, name), "rb") as src, FileSystems.create(f"{directory}/{rel}") as dst:
+                        dst.write(src.read())
+    else:
+        os.makedirs(directory, exist_ok=True)
+        write_artifact_files(sets, directory, maps=maps)
+    Metrics.counter(JOB, ROWS_OUT).inc(len(sets.set_names))
+    LOG.info("wrote %d geoclass sets (checksum %s) to %s", len(sets.set_names), sets.checksum[:12], directory)
+    return len(sets.set_names)
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline, cells_path: str, specs: Sequence[GeoclassSetSpec], staging_dir: str, maps: bool = True
+):
+    spec_jsons = [s.to_json() for s in specs]
+    with_features = any(s.kind == MERGE and s.beta[0] > 0 for s in specs)
+    return (
+        pipeline
+        | "Start from the parameter sets" >> beam.Create(spec_jsons)
+        | "Build every geoclass set" >> BuildGeoclassSets(cells_path, with_features)
+        | "Gather the sets in one place" >> beam.combiners.ToList()
+        | "Write the geoclass-sets artifact" >> beam.Map(write_artifact, cells_path, spec_jsons, staging_dir, maps)
+    )
+
+
+def cells_shape(cells_path: str) -> tuple[int, int]:
+    """(number of nodes, embedding dimension) of a cells artifact, from metadata and its first row."""
+    files = list_parquet_files(cells_path)
+    n_nodes, dim = 0, 0
+    for f in files:
+        handle = FileSystems.open(f) if "://" in f else f
+        parquet = pq.ParquetFile(handle)
+        n_nodes += parquet.metadata.num_rows
+        if not dim and parquet.metadata.num_rows:
+            first = parquet.read_row_group(0, columns=[c.FEATURE_SUM]).column(0)
+            dim = len(first[0].as_py())
+    return n_nodes, dim
+
+
+def specs_from_args(args: argparse.Namespace, embedding_dim: int) -> list[GeoclassSetSpec]:
+    if args.specs:
+        with FileSystems.open(args.specs) if "://" in args.specs else open(args.specs) as handle:
+            records = json.loads(handle.read())
+        return [GeoclassSetSpec.from_json(r) for r in records]
+    if args.n_classes is None:
+        raise SystemExit("give --specs FILE or --n_classes N (with --n_sampled, --seed, --class_range, --planet)")
+    class_range = tuple(int(x) for x in args.class_range.split(",")) if args.class_range else None
+    planet = tuple(int(x) for x in args.planet.split(",")) if args.planet else None
+    n_sampled = args.n_sampled if embedding_dim else 0
+    if args.n_sampled and not embedding_dim:
+        LOG.warning("the cells hold no features: sampled sets need them, generating none")
+    return default_specs(args.n_classes, n_sampled, args.seed, max(embedding_dim, 1), class_range, planet)
+
+
+def check_specs(specs: Sequence[GeoclassSetSpec], n_nodes: int, embedding_dim: int, cells_path: str) -> None:
+    check_unique_names(specs)
+    for spec in specs:
+        try:
+            spec.check_against(n_nodes, embedding_dim)
+        except ValueError as err:
+            raise ValueError(f"{err} (cells: {cells_path})") from None
+
+
+def run(argv: Sequence[str] | None = None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cells", required=True, help="cells artifact (directory with _SUCCESS, or Parquet)")
+    parser.add_argument("--output", required=True, help="geoclass-sets artifact directory to write")
+    parser.add_argument("--specs", help="JSON list of parameter sets (GeoclassSetSpec.to_json records)")
+    parser.add_argument("--n_classes", type=int, help="classes of sets 1 and 2")
+    parser.add_argument("--n_sampled", type=int, default=3, help="sampled sets after sets 1 and 2")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampled sets")
+    parser.add_argument("--class_range", help="low,high class count of sampled sets (default n_classes..1.3x)")
+    parser.add_argument("--planet", help="t_min,t_max: add a PlaNet set")
+    parser.add_argument("--no_maps", action="store_true", help="skip the PNG maps")
+    args, options = parse_job_args(parser, argv)
+    n_nodes, dim = cells_shape(args.cells)
+    specs = specs_from_args(args, dim)
+    check_specs(specs, n_nodes, dim, args.cells)
+    LOG.info("%s: %d sets over %d nodes: %s", JOB, len(specs), n_nodes, ", ".join(s.name for s in specs))
+    output = StagedOutput(args.output)
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, args.cells, specs, output.path, maps=not args.no_maps)
+    return run_job(pipeline, JOB, [output])
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run()

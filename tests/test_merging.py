@@ -1,0 +1,144 @@
+"""Greedy merging: partition, contiguity, exact count, balance, visual vs geographic sets, and the exact
+merge sequence against a slow networkx reference that recomputes everything at every step."""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import pytest
+
+from partition_gen.graph import cells_table_from_points, graph_from_cells_table
+from partition_gen.merging import merge_nodes, merge_reference_networkx, node_scores
+from pipelines import data_paths
+
+SHARED_DATA = "/work/shared/data/mp16_coordinates_100k.csv"
+
+
+def _mp16_coordinates(n: int, seed: int = 0):
+    """n real MP-16 photo locations (bundled data/ first, else the shared copy)."""
+    try:
+        path = data_paths.mp16_coordinates()
+    except FileNotFoundError:
+        path = SHARED_DATA
+    data = np.genfromtxt(path, delimiter=",", skip_header=1)
+    idx = np.random.default_rng(seed).choice(len(data), n, replace=False)
+    return data[idx, 0], data[idx, 1]
+
+
+@pytest.fixture(scope="module")
+def real_graph():
+    lat, lng = _mp16_coordinates(6000)
+    feats = np.random.default_rng(1).normal(size=(lat.size, 8))
+    return graph_from_cells_table(cells_table_from_points(lat, lng, feats))
+
+
+def _small_graph(n_points=160, dim=6, seed=2):
+    rng = np.random.default_rng(seed)
+    lat = np.degrees(np.arcsin(rng.uniform(-1, 1, n_points)))
+    lng = rng.uniform(-180, 180, n_points)
+    lat = np.r_[lat, lat[:40] + 0.001]  # some cells with several photos
+    lng = np.r_[lng, lng[:40]]
+    feats = rng.normal(size=(lat.size, dim))
+    return graph_from_cells_table(cells_table_from_points(lat, lng, feats), feature_dtype=np.float64)
+
+
+def _class_graphs_connected(graph, labels):
+    g = nx.Graph(map(tuple, graph.edges().tolist()))
+    g.add_nodes_from(range(graph.n_nodes))
+    return all(nx.is_connected(g.subgraph(np.flatnonzero(labels == k).tolist())) for k in range(labels.max() + 1))
+
+
+@pytest.mark.parametrize(
+    "alpha,beta,dims",
+    [
+        ((1, 0, 0), (1, 0), None),
+        ((1, 0, 0), (0, 1), None),
+        ((0.5, 0.3, 0.2), (0.4, 0.6), (0, 2, 5)),
+        ((0, 1, 0), (0, 1), None),  # all scores tie at first: the node index breaks ties
+        ((0.1, 0.1, 0.8), (0.7, 0.3), (1, 3)),
+    ],
+)
+def test_merge_sequence_matches_slow_reference(alpha, beta, dims):
+    graph = _small_graph()
+    fast = merge_nodes(graph, 12, alpha, beta, dims, record_merges=True)
+    slow = merge_reference_networkx(graph, 12, alpha, beta, dims, scan=True)
+    assert fast.merges.shape == (graph.n_nodes - 12, 2)
+    np.testing.assert_array_equal(fast.merges, slow.merges)
+    np.testing.assert_array_equal(fast.labels, slow.labels)
+
+
+def test_heap_reference_matches_scan_reference():
+    graph = _small_graph(seed=9)
+    a = merge_reference_networkx(graph, 20, (0.3, 0.3, 0.4), (0.5, 0.5), scan=True)
+    b = merge_reference_networkx(graph, 20, (0.3, 0.3, 0.4), (0.5, 0.5), scan=False)
+    np.testing.assert_array_equal(a.merges, b.merges)
+
+
+@pytest.mark.parametrize("beta", [(1, 0), (0, 1), (0.5, 0.5)])
+def test_partition_is_exact_contiguous_and_deterministic(real_graph, beta):
+    k = 150
+    result = merge_nodes(real_graph, k, (1, 0, 0), beta)
+    labels = result.labels
+    assert labels.shape == (real_graph.n_nodes,) and labels.dtype == np.int32
+    assert result.n_classes == k and set(np.unique(labels).tolist()) == set(range(k))  # dense, exact
+    assert _class_graphs_connected(real_graph, labels)
+    again = merge_nodes(real_graph, k, (1, 0, 0), beta)
+    np.testing.assert_array_equal(labels, again.labels)
+
+
+def test_image_count_balance_with_alpha_images_only(real_graph):
+    """Stated bound for α=(1,0,0) on real MP-16 density: every class holds between 0.4x and 4x the mean
+    image count, coefficient of variation <= 0.6; a territory-driven score (α=(0,0,1)) is far less balanced."""
+    k = 100
+    mean = real_graph.n_images.sum() / k
+    for beta in [(1, 0), (0, 1)]:
+        counts = np.bincount(merge_nodes(real_graph, k, (1, 0, 0), beta).labels, weights=real_graph.n_images)
+        assert counts.min() >= 0.4 * mean
+        assert counts.max() <= 4.0 * mean
+        assert counts.std() / mean <= 0.6
+    area = np.bincount(merge_nodes(real_graph, k, (0, 0, 1), (0, 1)).labels, weights=real_graph.n_images)
+    assert area.max() > 4.0 * mean or area.min() < 0.4 * mean
+
+
+def test_visual_and_geographic_sets_differ_on_data_where_they_disagree():
+    # Two visual "kinds" of place in a salt-and-pepper pattern unrelated to geography.
+    rng = np.random.default_rng(4)
+    n = 4000
+    lat = np.degrees(np.arcsin(rng.uniform(-0.8, 0.8, n)))
+    lng = rng.uniform(-180, 180, n)
+    kind = (np.floor(lat * 3) + np.floor(lng * 3)) % 2
+    feats = np.c_[kind, 1 - kind] + rng.normal(scale=0.05, size=(n, 2))
+    graph = graph_from_cells_table(cells_table_from_points(lat, lng, feats), feature_dtype=np.float64)
+    node_kind = graph.features[:, 0] > 0.5
+    k = 60
+    visual = merge_nodes(graph, k, (1, 0, 0), (1, 0)).labels
+    geographic = merge_nodes(graph, k, (1, 0, 0), (0, 1)).labels
+
+    def purity(labels):
+        share = np.bincount(labels, weights=node_kind, minlength=k) / np.bincount(labels, minlength=k)
+        return float(np.mean(np.maximum(share, 1 - share)))
+
+    assert not np.array_equal(visual, geographic)
+    assert purity(visual) > purity(geographic) + 0.1
+
+
+def test_node_scores_are_normalised_counts(real_graph):
+    s = node_scores(real_graph, (0.2, 0.3, 0.5))
+    expected = (
+        0.2 * real_graph.n_images / real_graph.n_images.sum()
+        + 0.3 / real_graph.n_nodes
+        + 0.5 * real_graph.n_s2 / real_graph.n_s2.sum()
+    )
+    np.testing.assert_allclose(s, expected)
+    assert s.sum() == pytest.approx(1.0)
+
+
+def test_impossible_requests_fail_clearly(real_graph):
+    with pytest.raises(ValueError, match="between 1 and the number of nodes"):
+        merge_nodes(real_graph, real_graph.n_nodes + 1)
+    with pytest.raises(ValueError, match="alpha"):
+        merge_nodes(real_graph, 10, alpha=(0, 0, 0))
+    with pytest.raises(ValueError, match="feature_dims"):
+        merge_nodes(real_graph, 10, beta=(1, 0), feature_dims=[0, 99])
+    identity = merge_nodes(real_graph, real_graph.n_nodes)
+    np.testing.assert_array_equal(identity.labels, np.arange(real_graph.n_nodes))
