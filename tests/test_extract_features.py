@@ -1,0 +1,137 @@
+"""extract_features end to end on real JPEG/PNG bytes with a random-weight Inception v3 backbone."""
+
+from __future__ import annotations
+
+import io
+
+import keras
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from pipelines import extract_features as ef
+from schemas import FEATURES, Reason, check_columns
+from schemas import columns as c
+from schemas.io import read_table
+from trainer.backbone import build_backbone
+
+
+@pytest.fixture(scope="module")
+def backbone_path(tmp_path_factory):
+    keras.utils.set_random_seed(3)
+    path = tmp_path_factory.mktemp("model") / "backbone.keras"
+    build_backbone(None).save(path)
+    return path
+
+
+def _image(rng, size, mode="RGB") -> Image.Image:
+    channels = 3 if mode == "RGB" else 1
+    pixels = rng.integers(0, 256, size=(size[1], size[0], channels), dtype=np.uint8)
+    return Image.fromarray(pixels.squeeze(), mode=mode)
+
+
+def test_decode_image_is_pixel_exact_for_lossless_input():
+    rng = np.random.default_rng(0)
+    image = _image(rng, (299, 299))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    np.testing.assert_array_equal(ef.decode_image(buffer.getvalue()), np.asarray(image, dtype=np.float32))
+    gray = _image(rng, (40, 30), mode="L")
+    buffer = io.BytesIO()
+    gray.save(buffer, format="PNG")
+    decoded = ef.decode_image(buffer.getvalue())
+    assert decoded.shape == (299, 299, 3) and decoded.dtype == np.float32
+    np.testing.assert_array_equal(decoded[..., 0], decoded[..., 2])  # grey replicated to RGB
+    with pytest.raises(ef.ImageError) as error:
+        ef.decode_image(b"\xff\xd8\xff\xe0 not really a jpeg")
+    assert error.value.reason == Reason.UNREADABLE_IMAGE
+
+
+def test_extracts_features_and_dead_letters_bad_images(tmp_path, backbone_path):
+    rng = np.random.default_rng(1)
+    images = tmp_path / "images"
+    images.mkdir()
+    good = {
+        "jpeg": (_image(rng, (320, 240)), "JPEG"),
+        "png": (_image(rng, (100, 160)), "PNG"),
+        "gray": (_image(rng, (64, 64), mode="L"), "JPEG"),
+    }
+    for name, (image, fmt) in good.items():
+        image.save(images / f"{name}.img", format=fmt)
+    jpeg_bytes = (images / "jpeg.img").read_bytes()
+    (images / "truncated.jpg").write_bytes(jpeg_bytes[: len(jpeg_bytes) // 3])
+    (images / "text.png").write_bytes(b"this is not an image")
+    rows = [
+        ("jpeg", 48.85, 2.35, images / "jpeg.img"),
+        ("png", -33.86, 151.2, images / "png.img"),
+        ("gray", 40.7, -74.0, images / "gray.img"),
+        ("missing", 1.0, 1.0, images / "nope.jpg"),
+        ("truncated", 2.0, 2.0, images / "truncated.jpg"),
+        ("text", 3.0, 3.0, images / "text.png"),
+        ("badlat", 123.0, 3.0, images / "jpeg.img"),
+        ("jpeg", 10.0, 10.0, images / "png.img"),  # repeated photo_id: the first row wins
+    ]
+    manifest = tmp_path / "manifest.csv"
+    pd.DataFrame(rows, columns=[c.PHOTO_ID, c.LAT, c.LNG, c.IMAGE_URI]).to_csv(manifest, index=False)
+    out = tmp_path / "features"
+    summary = ef.run(
+        [f"--manifest={manifest}", f"--output={out}", f"--backbone_model={backbone_path}", "--direct_num_workers=1"]
+    )
+    assert summary.rows_in == 8 and summary.rows_out == 3 and summary.balanced
+    assert summary.dead_letters == {
+        Reason.MISSING_FILE: 1,
+        Reason.UNREADABLE_IMAGE: 2,
+        Reason.LAT_OUT_OF_RANGE: 1,
+        Reason.DUPLICATE_PHOTO_ID: 1,
+    }
+    table = read_table(str(out))
+    check_columns("features", table.schema, FEATURES)
+    got = table.to_pandas().set_index(c.PHOTO_ID)
+    assert sorted(got.index) == ["gray", "jpeg", "png"]
+    assert got.loc["jpeg", c.LAT] == 48.85 and got.loc["png", c.LNG] == 151.2
+
+    model = keras.saving.load_model(backbone_path)
+    for name in good:
+        pixels = np.asarray(Image.open(images / f"{name}.img").convert("RGB").resize((299, 299), Image.BILINEAR))
+        want = model.predict(pixels[None].astype(np.float32), verbose=0)[0]
+        embedding = np.asarray(got.loc[name, c.EMBEDDING])
+        assert embedding.shape == (2048,)
+        np.testing.assert_allclose(embedding, want, rtol=1e-4, atol=1e-4)
+
+    dead = read_table(f"{out}.dead_letters").to_pandas().set_index(c.PHOTO_ID)
+    assert dead.loc["missing", c.REASON] == Reason.MISSING_FILE
+    assert dead.loc["truncated", c.REASON] == Reason.UNREADABLE_IMAGE
+    assert dead.loc["text", c.REASON] == Reason.UNREADABLE_IMAGE
+    assert dead.loc["badlat", c.REASON] == Reason.LAT_OUT_OF_RANGE
+    assert dead.loc["jpeg", c.REASON] == Reason.DUPLICATE_PHOTO_ID
+    assert "png.img" in dead.loc["jpeg", c.RECORD]  # the second row went, the first was kept
+
+
+def test_manifest_with_embeddings_is_passed_through(tmp_path):
+    emb = np.arange(12, dtype=np.float32).reshape(4, 3)
+    table = pa.table(
+        {
+            c.PHOTO_ID: ["a", "b", "c", "d"],
+            c.LAT: [1.0, 2.0, 3.0, 4.0],
+            c.LNG: [5.0, 6.0, 7.0, 8.0],
+            c.EMBEDDING: pa.array([list(r) for r in emb[:3]] + [[1.0, 2.0]], type=pa.list_(pa.float32())),
+        }
+    )
+    pq.write_table(table, tmp_path / "manifest.parquet")
+    out = tmp_path / "features"
+    summary = ef.run([f"--manifest={tmp_path / 'manifest.parquet'}", f"--output={out}", "--direct_num_workers=1"])
+    assert (summary.rows_in, summary.rows_out, summary.dead_letters) == (4, 3, {Reason.BAD_EMBEDDING_LENGTH: 1})
+    got = read_table(str(out)).to_pandas().sort_values(c.PHOTO_ID)
+    np.testing.assert_array_equal(np.stack(got[c.EMBEDDING].to_numpy()), emb[:3])
+
+
+def test_images_without_a_backbone_are_refused_at_launch(tmp_path):
+    pd.DataFrame({c.PHOTO_ID: ["a"], c.LAT: [1.0], c.LNG: [2.0], c.IMAGE_URI: ["x.jpg"]}).to_csv(
+        tmp_path / "m.csv", index=False
+    )
+    with pytest.raises(SystemExit):
+        ef.run([f"--manifest={tmp_path / 'm.csv'}", f"--output={tmp_path / 'out'}"])
+    assert not (tmp_path / "out").exists()
