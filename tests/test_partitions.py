@@ -147,3 +147,18 @@ def test_build_from_geoclass_sets_artifact(tmp_path):
     assert parts.n_partitions == len(ref)
     with pytest.raises(PartitionsMismatchError, match="no geoclass sets \\['planet'\\]"):
         build_partitions_from_artifact(str(sets_dir), ["set1", "planet"])
+
+
+def test_reads_the_artifact_written_by_geoclass_sets(tmp_path):
+    from partition_gen.geoclass_sets import GeoclassSets, save_geoclass_sets
+
+    assignments, n_images, xyz_sum = random_sets(6, n_nodes=300, ks=(6, 11))
+    sets = GeoclassSets(level=14, cell_ids=np.arange(1, 301, dtype=np.uint64) * 64, node_n_images=n_images.astype(np.int64),
+                        node_xyz_sum=xyz_sum, set_names=list(assignments), assignments=dict(assignments),
+                        n_classes={n: int(a.max()) + 1 for n, a in assignments.items()},
+                        params={n: {} for n in assignments}, kinds={n: "merge" for n in assignments})
+    save_geoclass_sets(sets, str(tmp_path / "sets"), maps=False)
+    parts = build_partitions_from_artifact(str(tmp_path / "sets"))
+    assert parts.sets_checksum == sets.checksum
+    assert parts.n_partitions == len(reference_partitions(assignments, n_images, xyz_sum))
+    np.testing.assert_array_equal(parts.tuples[parts.node_partition, 1], assignments["set2"])
