@@ -1,9 +1,9 @@
 """Benchmark ``combination``: the partition combiner against dense per-node Eq. 3, and against the backbone.
 
 Setup (seeded): 1,000,000 nodes placed like real photos (the MP-16 coordinate sample, jittered by ~1 km);
-5 geoclass sets of 10,000 classes each, built like the paper's sets from shared boundaries (each class is a
-Voronoi region of ~13 "micro-regions" of nodes, so the 5 sets intersect in ~100,000 partitions as in the
-paper's 107,593); node image counts 1..40.
+5 geoclass sets of 10,000 classes each, built like the paper's sets from shared boundaries (each class is the
+Voronoi region of ~52 of 520,000 "micro-regions" of nodes, so the 5 sets share boundaries and intersect in
+~93,000 partitions, near the paper's 107,593); node image counts 1..40.
 
 Probabilities: a trained classifier's softmax is peaked around the photo's true place, so each image gets
 logits = N(0, 1.5) noise + 7 on the true class + 4 on the 5 classes nearest to it, per set. A "flat" run
