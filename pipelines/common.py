@@ -29,7 +29,7 @@ import logging
 import math
 import os
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import apache_beam as beam
@@ -736,6 +736,8 @@ class JobSummary:
     rows_in: int
     rows_out: int
     dead_letters: dict[str, int] = field(default_factory=dict)
+    # Every counter of the job's namespace, for job-specific figures (e.g. examples per split).
+    counters: dict[str, int] = field(default_factory=dict)
 
     @property
     def dead_total(self) -> int:
@@ -761,17 +763,23 @@ def summarize(result: PipelineResult, job: str) -> JobSummary:
         value = counter.committed if counter.committed is not None else counter.attempted
         totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + int(value or 0)
     dead = {reason: totals[reason] for reason in Reason.ALL if totals.get(reason)}
-    return JobSummary(job, totals.get(ROWS_IN, 0), totals.get(ROWS_OUT, 0), dead)
+    return JobSummary(job, totals.get(ROWS_IN, 0), totals.get(ROWS_OUT, 0), dead, totals)
 
 
 class UnbalancedJobError(RuntimeError):
     """rows in != rows out + dead letters: some rows were lost; outputs were not committed."""
 
 
-def run_job(pipeline: beam.Pipeline, job: str, outputs: Sequence[StagedOutput] = ()) -> JobSummary:
+def run_job(
+    pipeline: beam.Pipeline,
+    job: str,
+    outputs: Sequence[StagedOutput] = (),
+    before_commit: Callable[[JobSummary], None] | None = None,
+) -> JobSummary:
     """Run to completion, check the accounting, commit staged outputs, log the one summary line.
 
-    Outputs are committed only when the pipeline finished DONE and every row is accounted for.
+    Outputs are committed only when the pipeline finished DONE and every row is accounted for;
+    ``before_commit(summary)`` can add files to the staging directories first (e.g. a manifest with counts).
     """
     result = pipeline.run()
     state = result.wait_until_finish()
@@ -782,6 +790,8 @@ def run_job(pipeline: beam.Pipeline, job: str, outputs: Sequence[StagedOutput] =
     summary = summarize(result, job)
     if not summary.balanced:
         raise UnbalancedJobError(summary.line())
+    if before_commit is not None:
+        before_commit(summary)
     for output in outputs:
         output.commit()
     LOG.info(summary.line())
