@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from benchmarks.results import record
-from partition_gen.evaluation import THRESHOLDS_KM, accuracy_at, to_markdown
+from partition_gen.evaluation import THRESHOLDS_KM, accuracy_at, accuracy_dict, to_markdown
 from partition_gen.geo import haversine_km
 from partition_gen.retrieval import knn_predict, prior_only_baseline
 from pipelines import batch_predict, evaluate, run_all, sample_data
@@ -43,14 +43,11 @@ def _columns(path: str):
 
 def _row(dist_km: np.ndarray) -> dict:
     acc = accuracy_at(dist_km, THRESHOLDS_KM)
-    return {"n": int(dist_km.size), "median_km": float(np.median(dist_km)), "accuracy": [float(a) for a in acc]}
+    return {"n": int(dist_km.size), "median_km": float(np.median(dist_km)), "accuracy": accuracy_dict(acc)}
 
 
 def _acc(report: dict, method: str, km: int) -> float:
-    acc = report["methods"][method]["accuracy"]
-    if isinstance(acc, dict):
-        return acc[str(km)]
-    return acc[list(report["thresholds_km"]).index(km)]
+    return report["methods"][method]["accuracy"][str(km)]
 
 
 def outcome(report: dict) -> dict:

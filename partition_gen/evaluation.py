@@ -135,6 +135,23 @@ def accuracy_at(distances_km: np.ndarray, thresholds_km: Sequence[float] = THRES
     return (d[:, None] < np.asarray(thresholds_km, dtype=np.float64)[None, :]).mean(axis=0)
 
 
+def accuracy_dict(values: Sequence[float], thresholds_km: Sequence[float] = THRESHOLDS_KM) -> dict[str, float]:
+    """Accuracies keyed by threshold as written in evaluation.json: ``{"1": 0.093, "5": ..., "2500": ...}``."""
+    return {_threshold_key(t): float(v) for t, v in zip(thresholds_km, values, strict=True)}
+
+
+def accuracy_values(row: dict, thresholds_km: Sequence[float] = THRESHOLDS_KM) -> list[float]:
+    """A method row's accuracies in threshold order (rows hold them keyed by threshold)."""
+    acc = row["accuracy"]
+    if isinstance(acc, dict):
+        return [float(acc[_threshold_key(t)]) for t in thresholds_km]
+    return [float(a) for a in acc]
+
+
+def _threshold_key(threshold_km: float) -> str:
+    return str(int(threshold_km)) if float(threshold_km).is_integer() else str(threshold_km)
+
+
 def _unique_index(ids: np.ndarray, what: str) -> np.ndarray:
     uniq, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
@@ -177,7 +194,7 @@ def evaluate(
             "n_missing": int(truth_ids.size - matched.sum()),
             "n_without_truth": int((~matched).sum()),
             "median_km": float(np.median(dist)) if dist.size else None,
-            "accuracy": [float(a) for a in accuracy_at(dist, thresholds_km)],
+            "accuracy": accuracy_dict(accuracy_at(dist, thresholds_km), thresholds_km),
         }
     _add_averages(report)
     return report
@@ -196,8 +213,13 @@ def _add_averages(report: dict) -> None:
         average = f"Average[{match.group(2)}]"
         if average in rows or not all(s in rows for s in singles):
             continue
-        accs = np.array([rows[s]["accuracy"] for s in singles], dtype=np.float64)
-        rows[average] = {"n": min(rows[s]["n"] for s in singles), "of": singles, "accuracy": accs.mean(axis=0).tolist()}
+        thresholds = report["thresholds_km"]
+        accs = np.array([accuracy_values(rows[s], thresholds) for s in singles], dtype=np.float64)
+        rows[average] = {
+            "n": min(rows[s]["n"] for s in singles),
+            "of": singles,
+            "accuracy": accuracy_dict(accs.mean(axis=0), thresholds),
+        }
 
 
 def _row_order(name: str) -> tuple:
@@ -218,7 +240,7 @@ def to_markdown(report: dict, title: str = "Geolocational accuracies [%]") -> st
     """A table laid out like the paper's Table 2, the best value of each column in bold."""
     thresholds = report["thresholds_km"]
     names = sorted(report["methods"], key=_row_order)
-    values = np.array([report["methods"][n]["accuracy"] for n in names], dtype=np.float64) * 100
+    values = np.array([accuracy_values(report["methods"][n], thresholds) for n in names], dtype=np.float64) * 100
     best = np.nanmax(np.round(values, 1), axis=0) if len(names) else []
     lines = [
         f"{title}",
@@ -244,7 +266,7 @@ def plot_accuracy(report: dict, path: str, title: str = "Accuracy against distan
     thresholds = report["thresholds_km"]
     fig, ax = plt.subplots(figsize=(8, 5))
     for name in sorted(report["methods"], key=_row_order):
-        acc = np.array(report["methods"][name]["accuracy"]) * 100
+        acc = np.array(accuracy_values(report["methods"][name], thresholds)) * 100
         style = "-" if name.startswith(("CPlaNet", "SimpleSum")) else ("--" if name.startswith("Average") else ":")
         ax.plot(thresholds, acc, style, marker="o", markersize=3, label=name)
     ax.set_xscale("log")

@@ -165,5 +165,5 @@ def test_image_manifest_with_default_method_and_evaluation(artifacts, tmp_path):
     report = evaluate.run(["--predictions", str(run_dir), "--truth", str(truth), "--truth_columns", "id,y,x",
                            "--out", str(tmp_path / "eval")])
     acc = report["methods"]["CPlaNet[1-3]"]["accuracy"]
-    assert acc[0] == 0.5 and acc[-2] == 0.5 and acc[-1] == 1.0
+    assert acc["1"] == 0.5 and acc["750"] == 0.5 and acc["2500"] == 1.0
     assert (tmp_path / "eval" / "evaluation.md").exists() and (tmp_path / "eval" / "accuracy.png").exists()

@@ -10,6 +10,7 @@ import pytest
 from partition_gen.combine import NORMALIZED_SUM, SIMPLE_SUM
 from partition_gen.evaluation import (
     THRESHOLDS_KM,
+    accuracy_values,
     evaluate,
     method_name,
     parse_method,
@@ -44,7 +45,7 @@ def test_accuracies_match_a_direct_count():
     dist = great_circle_km(p_lat, p_lng, t_lat, t_lng)
     expected = [sum(1 for d in dist if d < r) / n for r in THRESHOLDS_KM]
     row = report["methods"]["CPlaNet[1-5]"]
-    np.testing.assert_allclose(row["accuracy"], expected)
+    np.testing.assert_allclose(accuracy_values(row), expected)
     assert row["n"] == n and row["n_missing"] == 0
     assert row["median_km"] == pytest.approx(np.median(dist), rel=1e-6)
 
@@ -66,8 +67,13 @@ def test_average_rows_missing_photos_and_duplicates():
     assert m["ClassSet 1"]["n"] == 3 and m["ClassSet 1"]["n_missing"] == 1
     assert m["CPlaNet[1-2]"]["n_without_truth"] == 1
     idx10, idx25 = THRESHOLDS_KM.index(10), THRESHOLDS_KM.index(25)
-    assert m["ClassSet 2"]["accuracy"][idx10] == 0.0 and m["ClassSet 2"]["accuracy"][idx25] == 1.0
-    np.testing.assert_allclose(m["Average[1-2]"]["accuracy"], (np.array(m["ClassSet 1"]["accuracy"]) + m["ClassSet 2"]["accuracy"]) / 2)
+    set2 = accuracy_values(m["ClassSet 2"])
+    assert set2[idx10] == 0.0 and set2[idx25] == 1.0
+    assert m["ClassSet 2"]["accuracy"]["10"] == 0.0 and m["ClassSet 2"]["accuracy"]["25"] == 1.0
+    np.testing.assert_allclose(
+        accuracy_values(m["Average[1-2]"]),
+        (np.array(accuracy_values(m["ClassSet 1"])) + accuracy_values(m["ClassSet 2"])) / 2,
+    )
     with pytest.raises(ValueError, match="ground truth: photo_id 'a' appears 2 times"):
         evaluate(["a"], ["PlaNet"], [0], [0], ["a", "a"], [0, 0], [0, 0])
 
@@ -106,5 +112,5 @@ def test_report_files_and_table_layout(tmp_path):
     lines = to_markdown(report).splitlines()
     rows = [line.split("|")[1].strip() for line in lines[4:]]
     assert rows == ["PlaNet", "ClassSet 1", "ClassSet 2", "Average[1-2]", "CPlaNet[1-2]"]
-    best_2500 = max(report["methods"][r]["accuracy"][-1] for r in rows)
+    best_2500 = max(report["methods"][r]["accuracy"]["2500"] for r in rows)
     assert f"**{best_2500 * 100:.1f}**" in open(paths["md"]).read()
