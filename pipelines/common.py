@@ -195,16 +195,17 @@ def _to_float_or_none(text: str | None) -> float | None:
 
 
 def _parse_embedding_text(text: str | None) -> list | None:
+    """A CSV embedding cell: a JSON list or numbers separated by commas/spaces; a value that is not a number
+    becomes NaN so the row is rejected as ``nan_embedding`` with its length intact."""
     if text is None or text.strip() == "":
         return None
-    try:
-        values = json.loads(text)
-    except json.JSONDecodeError:
-        values = text.replace(",", " ").split()
-    try:
-        return [float(v) for v in values]
-    except (TypeError, ValueError):
-        return [math.nan]
+    values = []
+    for token in text.strip().strip("[]").replace(",", " ").split():
+        try:
+            values.append(float(token))
+        except ValueError:
+            values.append(math.nan)
+    return values
 
 
 def normalize_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -258,6 +259,8 @@ def read_unit_batches(
                     column_types=_csv_string_columns(),
                     include_columns=list(columns) if columns else None,
                     strings_can_be_null=True,
+                    # Only an empty cell is missing: a literal "nan" must reach validation as NaN.
+                    null_values=[""],
                 ),
             )
             batches: Iterable[pa.RecordBatch] = reader
