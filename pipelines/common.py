@@ -784,12 +784,16 @@ def run_job(
     Outputs are committed only when the pipeline finished DONE and every row is accounted for;
     ``before_commit(summary)`` can add files to the staging directories first (e.g. a manifest with counts).
     """
-    result = pipeline.run()
-    state = result.wait_until_finish()
-    if state not in (None, PipelineState.DONE):
+    try:
+        result = pipeline.run()
+        state = result.wait_until_finish()
+        if state not in (None, PipelineState.DONE):
+            raise RuntimeError(f"{job}: pipeline ended in state {state}; outputs not committed")
+    except BaseException:
+        # A job killed outright leaves its *.staging-* directories behind; readers refuse them (no marker).
         for output in outputs:
             output.abort()
-        raise RuntimeError(f"{job}: pipeline ended in state {state}; outputs not committed")
+        raise
     summary = summarize(result, job)
     if not summary.balanced:
         raise UnbalancedJobError(summary.line())
