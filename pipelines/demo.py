@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import logging
 import os
 import time
 from collections.abc import Sequence
@@ -31,7 +30,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--test_set", default="im2gps3k", choices=sample_data.TEST_SETS)
     args, beam_args = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_all.configure_logging()
     started = time.time()
 
     sample_dir = os.path.join(args.workdir, "sample")

@@ -97,6 +97,12 @@ def count_rows(path: str) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in artifact_io.list_parquet_files(path))
 
 
+def embedding_dim(path: str) -> int:
+    first = artifact_io.list_parquet_files(path)[0]
+    column = pq.ParquetFile(first).read_row_group(0, columns=[c.EMBEDDING]).column(c.EMBEDDING)
+    return len(column[0].as_py())
+
+
 class Stages:
     """Runs named stages in order with timing and a one-line progress report each."""
 
@@ -122,7 +128,9 @@ def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args:
     """Run every stage; returns the evaluation report (also written to ``workdir/evaluation.json``)."""
     from partition_gen import partitions as partitions_lib
     from pipelines import batch_predict, bucket_cells, evaluate, generate_geoclass_sets, make_examples
+    from trainer import export as trainer_export
     from trainer import train as trainer_train
+    from trainer.backbone import FEATURE_DIM
 
     os.makedirs(workdir, exist_ok=True)
     n_train = count_rows(train)
@@ -143,17 +151,25 @@ def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args:
                 "--n_classes", str(config.classes_per_set), "--n_sampled", str(config.n_sampled_sets),
                 "--seed", str(config.seed)]
     if config.planet:
-        set_args += ["--planet_t_max", str(config.planet_t_max), "--planet_t_min", str(config.planet_t_min)]
+        set_args += ["--planet", f"{config.planet_t_min},{config.planet_t_max}"]
     stages.run("generate geoclass sets", path["sets"], lambda: generate_geoclass_sets.run(set_args + beam_args))
 
     stages.run("make training examples", path["examples"], lambda: make_examples.run(
-        ["--photos", os.path.join(path["bucket"], "photos"), "--sets", path["sets"], "--output", path["examples"],
+        ["--photos", os.path.join(path["bucket"], "photos"), "--geoclass_sets", path["sets"], "--output", path["examples"],
          "--eval_fraction", str(config.eval_fraction)] + beam_args))
 
-    stages.run("train the heads and export the model", path["model"], lambda: trainer_train.run(
-        ["--examples", path["examples"], "--sets", path["sets"], "--job_dir", path["train"],
-         "--export_dir", path["model"], "--epochs", str(config.epochs), "--batch_size", str(config.batch_size),
-         "--learning_rate", str(config.learning_rate), "--seed", str(config.seed), "--verbose", "2"]))
+    def train_and_export():
+        trainer_train.run(
+            ["--examples", path["examples"], "--sets", path["sets"], "--job_dir", path["train"],
+             "--epochs", str(config.epochs), "--batch_size", str(config.batch_size),
+             "--learning_rate", str(config.learning_rate), "--seed", str(config.seed), "--verbose", "0"])
+        export_args = ["--job_dir", path["train"], "--sets", path["sets"], "--export_dir", path["model"]]
+        # The image geolocator stacks the heads on Inception v3, so it exists only for 2048-d features.
+        if embedding_dim(train) != FEATURE_DIM:
+            export_args.append("--no_geolocator")
+        trainer_export.run(export_args)
+
+    stages.run("train the heads and export the model", path["model"], train_and_export)
 
     def build_partitions():
         parts = partitions_lib.build_partitions_from_artifact(path["sets"])
@@ -180,6 +196,13 @@ def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args:
     return report
 
 
+def configure_logging() -> None:
+    """Stage progress and job summaries at INFO; Beam's own per-bundle chatter only when it matters."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("apache_beam", "absl", "tensorflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def run(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", required=True, help=f"training photos: Parquet with {c.PHOTO_ID}, {c.LAT}, "
@@ -189,7 +212,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--config", default=None, help="JSON or YAML file with RunConfig overrides")
     parser.add_argument("--resume", action="store_true", help="skip stages whose artifact is complete")
     args, beam_args = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     return run_chain(args.train, args.test, args.workdir, RunConfig.from_file(args.config), beam_args, args.resume)
 
 
