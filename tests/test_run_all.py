@@ -1,0 +1,78 @@
+"""End to end: `pipelines.run_all` on data that is not the demo's sample writes evaluation.json as specified."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from partition_gen.geo import haversine_km
+from partition_gen.retrieval import prior_only_baseline
+from pipelines import run_all, sample_data
+from schemas import columns as c
+
+THRESHOLDS = [1, 5, 10, 25, 50, 100, 200, 750, 2500]
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run_all")
+    paths = sample_data.make_sample(root / "sample", n_train=3000, seed=7, dim=32, test_sets=("yfcc4k",), plot=False)
+    # A test file of our own: 400 of the YFCC4k photos, so nothing here is the bundled demo input.
+    test = pq.read_table(paths["test_yfcc4k"])
+    pick = np.random.default_rng(3).choice(test.num_rows, 400, replace=False)
+    test_path = root / "my_test.parquet"
+    pq.write_table(test.take(pick), test_path)
+    config = root / "config.json"
+    config.write_text(json.dumps({"classes_per_set": 25, "epochs": 4, "seed": 1}))
+    workdir = root / "work"
+    report = run_all.run(["--train", paths["train"], "--test", str(test_path), "--workdir", str(workdir),
+                          "--config", str(config)])
+    return {"report": report, "workdir": workdir, "train": paths["train"], "test": test_path}
+
+
+def test_evaluation_json_has_the_specified_layout(chain):
+    written = json.loads((chain["workdir"] / "evaluation.json").read_text())
+    assert written["thresholds_km"] == THRESHOLDS
+    expected = {"ClassSet 1", "ClassSet 2", "ClassSet 3", "ClassSet 4", "ClassSet 5", "PlaNet", "Average[1-5]",
+                "SimpleSum[1-5]", "CPlaNet[1-5]", "CPlaNet[1-5,PlaNet]"}
+    assert expected <= set(written["methods"])
+    for name in expected:
+        row = written["methods"][name]
+        assert row["n"] == 400, name
+        assert list(row["accuracy"]) == [str(t) for t in THRESHOLDS]
+        values = [row["accuracy"][str(t)] for t in THRESHOLDS]
+        assert all(0.0 <= v <= 1.0 for v in values)
+        assert values == sorted(values), f"{name}: accuracy must grow with the radius"
+
+
+def test_config_overrides_and_scaled_defaults_are_recorded(chain):
+    config = json.loads((chain["workdir"] / "run_config.json").read_text())
+    assert config["classes_per_set"] == 25 and config["epochs"] == 4 and config["seed"] == 1
+    assert config["n_train_rows"] == 3000
+    # Not overridden, so scaled to the data: PlaNet thresholds from the class size.
+    assert config["planet_t_max"] == 2 * 3000 // 25 and config["planet_t_min"] == config["planet_t_max"] // 20
+    sets = json.loads((chain["workdir"] / "sets" / "sets.json").read_text())
+    merged = [s for s in sets["sets"] if s["name"].startswith("set")]
+    assert [s["n_classes"] for s in merged[:2]] == [25, 25]
+
+
+def test_the_chain_learns_more_than_the_prior(chain):
+    """CPlaNet at 750 km beats always answering the densest training place, computed independently."""
+    train = pq.read_table(chain["train"])
+    test = pq.read_table(chain["test"])
+    densest = prior_only_baseline(train.column(c.LAT).to_numpy(), train.column(c.LNG).to_numpy())
+    lat, lng = densest.predict(test.num_rows)
+    prior_750 = float(np.mean(haversine_km(test.column(c.LAT).to_numpy(), test.column(c.LNG).to_numpy(), lat, lng) < 750))
+    cplanet_750 = chain["report"]["methods"]["CPlaNet[1-5]"]["accuracy"]["750"]
+    assert cplanet_750 > prior_750 + 0.05, (cplanet_750, prior_750)
+
+
+def test_resume_skips_complete_stages(chain, caplog):
+    caplog.set_level("INFO", logger="cplanet.run_all")
+    run_all.run(["--train", chain["train"], "--test", str(chain["test"]), "--workdir", str(chain["workdir"]),
+                 "--config", str(chain["workdir"].parent / "config.json"), "--resume"])
+    skipped = [r.getMessage() for r in caplog.records if "skipped (--resume)" in r.getMessage()]
+    assert len(skipped) == 6, skipped  # every stage but the evaluation, which always reruns
