@@ -21,7 +21,9 @@ def _trained_heads(embedding_dim: int, n_classes: dict, seed: int = 0) -> keras.
     rng = np.random.default_rng(seed)
     model = build_model(embedding_dim, n_classes, seed=seed)
     x = rng.normal(size=(128, embedding_dim)).astype(np.float32)
-    model.fit(x, {n: rng.integers(0, k, 128) for n, k in n_classes.items()}, batch_size=32, epochs=1, verbose=0)
+    model.fit(
+        x, {n: rng.integers(0, k, 128) for n, k in n_classes.items()}, batch_size=32, epochs=1, verbose=0
+    )
     return model
 
 
@@ -77,7 +79,9 @@ def test_mismatched_sets_are_refused_naming_both_sides(tmp_path):
         export.load_geolocator(model_dir, missing)
     # Exporting heads that do not fit the sets is refused before anything is written.
     with pytest.raises(inputs.BindingError, match="'set2' has 4 classes, not 5"):
-        export.export_model(_trained_heads(8, n_classes), str(tmp_path / "never"), other_sizes, with_geolocator=False)
+        export.export_model(
+            _trained_heads(8, n_classes), str(tmp_path / "never"), other_sizes, with_geolocator=False
+        )
     assert not os.path.exists(tmp_path / "never")
     # A manifest that lies about its model file is caught too.
     manifest_path = os.path.join(model_dir, "manifest.json")
@@ -119,7 +123,9 @@ def test_geolocator_equals_backbone_features_through_the_features_model(tmp_path
     spread = np.linalg.norm(features - features.mean(axis=0), axis=1).max()
     for name in n_classes:
         kernel, bias = heads.get_layer(name).get_weights()
-        heads.get_layer(name).set_weights([rng.normal(size=kernel.shape).astype(np.float32) * 3 / spread, bias])
+        heads.get_layer(name).set_weights(
+            [rng.normal(size=kernel.shape).astype(np.float32) * 3 / spread, bias]
+        )
     model_dir = str(tmp_path / "model")
     manifest = export.export_model(heads, model_dir, sets, backbone_weights=weights)
     assert manifest["backbone_weights"] == os.path.basename(weights)
@@ -134,3 +140,36 @@ def test_geolocator_equals_backbone_features_through_the_features_model(tmp_path
         np.testing.assert_allclose(got[name].sum(axis=1), 1.0, rtol=1e-5)
         # The images get clearly different distributions, so the equality above is not between constants.
         assert np.abs(got[name][0] - got[name][1]).max() > 0.05
+
+
+def test_export_cli_exports_the_newest_checkpoint_of_a_job_dir_and_checks_its_sets(tmp_path):
+    from trainer import hparams as hp
+    from trainer.train import train
+
+    n_classes = {"set1": 4, "set2": 3}
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(96, 6)).astype(np.float32)
+    labels = {name: rng.integers(0, k, size=96) for name, k in n_classes.items()}
+    examples, sets, job = (str(tmp_path / name) for name in ("examples", "sets", "job"))
+    inputs.write_examples_from_arrays(
+        examples, {"train": (x, labels), "eval": (x[:32], labels)}, n_classes, CHECKSUM
+    )
+    inputs.write_sets_json(sets, n_classes, CHECKSUM)
+    trained = train(examples, sets, job, hp.HParams(epochs=2, batch_size=32, verbose=0)).model
+
+    manifest = export.run(
+        ["--job_dir", job, "--sets", sets, "--export_dir", str(tmp_path / "model"), "--no_geolocator"]
+    )
+    assert manifest["sets_checksum"] == CHECKSUM
+    assert not os.path.exists(tmp_path / "model" / export.GEOLOCATOR_FILE)
+    loaded = export.load_features_model(str(tmp_path / "model"), sets)
+    want, got = trained.predict(x, verbose=0), loaded.predict(x, verbose=0)
+    for name in n_classes:
+        np.testing.assert_array_equal(got[name], want[name])
+    # The job was trained on sets with CHECKSUM; exporting it against other sets of the same shape is refused.
+    other = str(tmp_path / "other_sets")
+    inputs.write_sets_json(other, n_classes, "e" * 64)
+    with pytest.raises(inputs.BindingError, match="the trained model was not built from the geoclass sets"):
+        export.run(
+            ["--job_dir", job, "--sets", other, "--export_dir", str(tmp_path / "m2"), "--no_geolocator"]
+        )

@@ -169,12 +169,16 @@ def test_killed_run_resumes_to_the_state_of_an_uninterrupted_run(artifacts):
     epoch depends only on (seed, epoch), so nothing is allowed to differ.
     """
     root = artifacts["root"]
-    interrupted, uninterrupted, other_seed = (str(root / name) for name in ("job_killed", "job_whole", "job_seed"))
+    interrupted, uninterrupted, other_seed = (
+        str(root / name) for name in ("job_killed", "job_whole", "job_seed")
+    )
     train(artifacts["examples"], artifacts["sets"], interrupted, _params(epochs=1))
     resumed = train(artifacts["examples"], artifacts["sets"], interrupted, _params(epochs=2))
     whole = train(artifacts["examples"], artifacts["sets"], uninterrupted, _params(epochs=2))
     assert resumed.epochs_trained_now == 1 and whole.epochs_trained_now == 2
-    assert int(resumed.model.optimizer.iterations.numpy()) == int(whole.model.optimizer.iterations.numpy()) > 0
+    assert (
+        int(resumed.model.optimizer.iterations.numpy()) == int(whole.model.optimizer.iterations.numpy()) > 0
+    )
     for got, want in zip(resumed.model.get_weights(), whole.model.get_weights()):
         np.testing.assert_array_equal(got, want)
     slots = [v for v in whole.model.optimizer.variables if "velocity" in v.path]
@@ -184,7 +188,9 @@ def test_killed_run_resumes_to_the_state_of_an_uninterrupted_run(artifacts):
     assert resumed.history["val_set1_top1"] == whole.history["val_set1_top1"]
     # Control: the comparison can fail. Another seed ends elsewhere.
     other = train(artifacts["examples"], artifacts["sets"], other_seed, _params(epochs=2, seed=8))
-    assert max(np.abs(a - b).max() for a, b in zip(other.model.get_weights(), whole.model.get_weights())) > 1e-3
+    assert (
+        max(np.abs(a - b).max() for a, b in zip(other.model.get_weights(), whole.model.get_weights())) > 1e-3
+    )
     # A finished job dir asked for the same number of epochs trains nothing and keeps its state.
     again = train(artifacts["examples"], artifacts["sets"], uninterrupted, _params(epochs=2))
     assert again.epochs_trained_now == 0
@@ -216,6 +222,11 @@ def test_cli_reads_config_and_flags_and_trains_a_subset_of_heads(artifacts, tmp_
          "--config", str(config), "--epochs", "1", "--steps_per_epoch", "4"]
     )  # fmt: skip
     saved = json.loads((tmp_path / "job_cli" / "hparams.json").read_text())
-    assert (saved["batch_size"], saved["epochs"], saved["steps_per_epoch"], saved["heads"]) == (128, 1, 4, ["set2"])
+    assert (saved["batch_size"], saved["epochs"], saved["steps_per_epoch"], saved["heads"]) == (
+        128,
+        1,
+        4,
+        ["set2"],
+    )
     assert list(result.model.output) == ["set2"]
     assert int(result.model.optimizer.iterations.numpy()) == 4

@@ -79,7 +79,9 @@ def model_id_for(features_model: keras.Model, sets_checksum: str) -> str:
     return "cplanet-" + digest.hexdigest()[:16]
 
 
-def manifest_for(features_model: keras.Model, binding: inputs.SetsBinding, model_id: str | None = None) -> dict:
+def manifest_for(
+    features_model: keras.Model, binding: inputs.SetsBinding, model_id: str | None = None
+) -> dict:
     sizes = head_sizes(features_model)
     return {
         "format": MANIFEST_FORMAT,
@@ -120,7 +122,9 @@ def export_model(
     manifest = manifest_for(features_model, artifact.restricted_to(list(sizes)), model_id)
     manifest["backbone_weights"] = os.path.basename(backbone_weights) if backbone_weights else None
     if with_geolocator and backbone_weights is None:
-        log.warning("exporting a geolocator with a randomly initialised backbone (no --backbone_weights given)")
+        log.warning(
+            "exporting a geolocator with a randomly initialised backbone (no --backbone_weights given)"
+        )
 
     remote = "://" in export_dir
     staging = tempfile.mkdtemp(prefix="cplanet-export-") if remote else staging_path(export_dir)
@@ -152,7 +156,11 @@ def read_manifest(model_dir: str) -> dict:
         raise FileNotFoundError(f"{model_dir} is not a model artifact: it has no {MANIFEST_FILE}")
     with tf.io.gfile.GFile(path, "r") as handle:
         manifest = json.loads(handle.read())
-    missing = [k for k in ("model_id", "embedding_dim", "set_names", "n_classes", "sets_checksum") if k not in manifest]
+    missing = [
+        k
+        for k in ("model_id", "embedding_dim", "set_names", "n_classes", "sets_checksum")
+        if k not in manifest
+    ]
     if missing:
         raise ValueError(f"{path} lacks the keys {missing}")
     return manifest
@@ -202,22 +210,26 @@ def load_geolocator(model_dir: str, sets: str | Mapping) -> keras.Model:
 
 def latest_checkpoint(job_dir: str) -> tuple[str, str]:
     """(newest checkpoint path, sets checksum it was trained on) of a trainer job dir."""
-    from trainer.train import STATE_FILE
+    from trainer.train import STATE_FILE, checkpoint_of
 
     path = os.path.join(job_dir, STATE_FILE)
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"{job_dir} has no {STATE_FILE}: no epoch of training has finished there")
     with tf.io.gfile.GFile(path, "r") as handle:
         state = json.loads(handle.read())
-    return state["checkpoint"], state["sets_checksum"]
+    return checkpoint_of(job_dir, state), state["sets_checksum"]
 
 
 def run(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--job_dir", required=True, help="a trainer job dir; its newest checkpoint is exported")
+    parser.add_argument(
+        "--job_dir", required=True, help="a trainer job dir; its newest checkpoint is exported"
+    )
     parser.add_argument("--sets", required=True, help="geoclass-sets artifact dir (or its sets.json)")
     parser.add_argument("--export_dir", required=True)
-    parser.add_argument("--backbone_weights", default=None, help="InceptionV3(include_top=False) weights file")
+    parser.add_argument(
+        "--backbone_weights", default=None, help="InceptionV3(include_top=False) weights file"
+    )
     parser.add_argument("--model_id", default=None, help="default: a hash of the heads and the sets checksum")
     parser.add_argument("--no_geolocator", action="store_true", help="export the features model only")
     args = parser.parse_args(argv)

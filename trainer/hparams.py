@@ -68,7 +68,7 @@ class HParams:
 
 
 # Fields that may change between a run and its resumption without breaking reproducibility.
-RESUMABLE_CHANGES = frozenset({"epochs", "verbose", "keep_checkpoints"})
+RESUMABLE_CHANGES = frozenset({"epochs", "verbose", "keep_checkpoints", "eval_steps"})
 
 
 def _field_types() -> dict[str, str]:
@@ -120,7 +120,9 @@ def load_config(path: str) -> dict[str, Any]:
     else:
         values = json.loads(text)
     if not isinstance(values, dict):
-        raise ValueError(f"config file {path} must hold a mapping of hyperparameters, got {type(values).__name__}")
+        raise ValueError(
+            f"config file {path} must hold a mapping of hyperparameters, got {type(values).__name__}"
+        )
     return values
 
 

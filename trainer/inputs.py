@@ -104,7 +104,9 @@ def read_examples_info(examples_dir: str) -> ExamplesInfo:
         checksum=str(meta["sets_checksum"]),
         source=path,
     )
-    return ExamplesInfo(path=examples_dir, embedding_dim=int(meta["embedding_dim"]), binding=binding, metadata=meta)
+    return ExamplesInfo(
+        path=examples_dir, embedding_dim=int(meta["embedding_dim"]), binding=binding, metadata=meta
+    )
 
 
 def read_sets_binding(sets: str | os.PathLike | Mapping) -> SetsBinding:
@@ -136,7 +138,9 @@ def read_sets_binding(sets: str | os.PathLike | Mapping) -> SetsBinding:
         _require_keys(entry, ("name", "n_classes"), f"{source} (a set entry)")
         names.append(str(entry["name"]))
         n_classes[str(entry["name"])] = int(entry["n_classes"])
-    return SetsBinding(set_names=tuple(names), n_classes=n_classes, checksum=str(document["checksum"]), source=source)
+    return SetsBinding(
+        set_names=tuple(names), n_classes=n_classes, checksum=str(document["checksum"]), source=source
+    )
 
 
 def check_binding(bound: SetsBinding, artifact: SetsBinding) -> None:
@@ -152,10 +156,13 @@ def check_binding(bound: SetsBinding, artifact: SetsBinding) -> None:
         if name not in artifact.n_classes:
             problems.append(f"set '{name}' is missing (the sets artifact has {list(artifact.set_names)})")
         elif int(bound.n_classes[name]) != int(artifact.n_classes[name]):
-            problems.append(f"set '{name}' has {bound.n_classes[name]} classes, not {artifact.n_classes[name]}")
+            problems.append(
+                f"set '{name}' has {bound.n_classes[name]} classes, not {artifact.n_classes[name]}"
+            )
     if problems:
         raise BindingError(
-            f"{bound.source} was not built from the geoclass sets at {artifact.source}: " + "; ".join(problems)
+            f"{bound.source} was not built from the geoclass sets at {artifact.source}: "
+            + "; ".join(problems)
         )
 
 
@@ -272,7 +279,9 @@ def eval_dataset(
 
 def count_records(files: Sequence[str]) -> int:
     """Number of examples in the shards (one cheap pass without parsing)."""
-    return int(_records(files, shuffle_seed=None).reduce(tf.constant(0, tf.int64), lambda n, _: n + 1).numpy())
+    return int(
+        _records(files, shuffle_seed=None).reduce(tf.constant(0, tf.int64), lambda n, _: n + 1).numpy()
+    )
 
 
 def split_size(info: ExamplesInfo, files: Sequence[str], split: str) -> int:
@@ -318,7 +327,11 @@ def write_examples_from_arrays(
         writers = [tf.io.TFRecordWriter(path, options) for path in paths]
         for row in range(len(embeddings)):
             record = encode_example(
-                f"{split}-{row}", 0.0, 0.0, embeddings[row], {name: int(labels[name][row]) for name in n_classes}
+                f"{split}-{row}",
+                0.0,
+                0.0,
+                embeddings[row],
+                {name: int(labels[name][row]) for name in n_classes},
             )
             writers[row % shards_per_split].write(record)
         for writer in writers:
@@ -343,7 +356,10 @@ def write_sets_json(sets_dir: str, n_classes: Mapping[str, int], checksum: str) 
         "format": 1,
         "checksum": checksum,
         "level": 14,
-        "sets": [{"name": name, "kind": "merge", "n_classes": int(k), "params": {}} for name, k in n_classes.items()],
+        "sets": [
+            {"name": name, "kind": "merge", "n_classes": int(k), "params": {}}
+            for name, k in n_classes.items()
+        ],
     }
     with tf.io.gfile.GFile(os.path.join(sets_dir, SETS_METADATA), "w") as handle:
         handle.write(json.dumps(document, indent=2) + "\n")

@@ -79,7 +79,9 @@ def compile_model(
     jit_compile: bool = False,
 ) -> None:
     model.compile(
-        optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate, rho=rho, momentum=momentum, epsilon=epsilon),
+        optimizer=keras.optimizers.RMSprop(
+            learning_rate=learning_rate, rho=rho, momentum=momentum, epsilon=epsilon
+        ),
         loss={name: keras.losses.SparseCategoricalCrossentropy(name=f"{name}_xent") for name in n_classes},
         metrics={
             name: [

@@ -86,6 +86,11 @@ def _checkpoint_path(job_dir: str, epoch: int) -> str:
     return os.path.join(job_dir, CHECKPOINT_DIR, f"epoch-{epoch:04d}.keras")
 
 
+def checkpoint_of(job_dir: str, state: Mapping) -> str:
+    """The checkpoint file a state record points to."""
+    return os.path.join(job_dir, CHECKPOINT_DIR, os.path.basename(state["checkpoint"]))
+
+
 def _save_checkpoint(model: keras.Model, job_dir: str, epoch: int) -> str:
     """Save model + optimizer state; the state file written afterwards is the commit point."""
     final = _checkpoint_path(job_dir, epoch)
@@ -106,10 +111,14 @@ def _check_resumable(state: Mapping, params: hp.HParams, binding: inputs.SetsBin
     saved = state["hparams"]
     current = params.to_dict()
     changed = sorted(
-        key for key in set(saved) | set(current) if key not in hp.RESUMABLE_CHANGES and saved.get(key) != current.get(key)
+        key
+        for key in set(saved) | set(current)
+        if key not in hp.RESUMABLE_CHANGES and saved.get(key) != current.get(key)
     )
     if changed:
-        detail = ", ".join(f"{key}: {saved.get(key)!r} in the job dir vs {current.get(key)!r} now" for key in changed)
+        detail = ", ".join(
+            f"{key}: {saved.get(key)!r} in the job dir vs {current.get(key)!r} now" for key in changed
+        )
         raise ResumeError(
             f"{job_dir} holds a run with other hyperparameters ({detail}); use a new --job_dir or the same values"
         )
@@ -146,7 +155,9 @@ class EpochScalars(keras.callbacks.Callback):
         for key, value in (logs or {}).items():
             run, tag = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
             with self._writers[run].as_default():
-                tf.summary.write(f"epoch_{tag}", tf.constant(float(value)), step=epoch, metadata=self._metadata)
+                tf.summary.write(
+                    f"epoch_{tag}", tf.constant(float(value)), step=epoch, metadata=self._metadata
+                )
         for writer in self._writers.values():
             writer.flush()
 
@@ -201,7 +212,9 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def train(examples_dir: str, sets: str | Mapping, job_dir: str, params: hp.HParams | None = None) -> TrainResult:
+def train(
+    examples_dir: str, sets: str | Mapping, job_dir: str, params: hp.HParams | None = None
+) -> TrainResult:
     """Train (or resume training of) the heads; returns the model after the last epoch."""
     params = params or hp.HParams()
     info = inputs.read_examples_info(examples_dir)
@@ -212,8 +225,12 @@ def train(examples_dir: str, sets: str | Mapping, job_dir: str, params: hp.HPara
     eval_files = inputs.list_shards(examples_dir, inputs.SPLIT_EVAL)
     seed_everything(params.seed, params.deterministic)
     tf.io.gfile.makedirs(job_dir)
-    train_batches = inputs.batches_in(inputs.split_size(info, train_files, inputs.SPLIT_TRAIN), params.batch_size)
-    eval_batches = inputs.batches_in(inputs.split_size(info, eval_files, inputs.SPLIT_EVAL), params.batch_size)
+    train_batches = inputs.batches_in(
+        inputs.split_size(info, train_files, inputs.SPLIT_TRAIN), params.batch_size
+    )
+    eval_batches = inputs.batches_in(
+        inputs.split_size(info, eval_files, inputs.SPLIT_EVAL), params.batch_size
+    )
 
     state = _read_state(job_dir)
     if state is None:
@@ -231,10 +248,13 @@ def train(examples_dir: str, sets: str | Mapping, job_dir: str, params: hp.HPara
     else:
         _check_resumable(state, params, binding, job_dir)
         first_epoch, history = int(state["epoch"]), {k: list(v) for k, v in state["history"].items()}
-        log.info("resuming %s after epoch %d from %s", job_dir, first_epoch, state["checkpoint"])
-        model = keras.saving.load_model(state["checkpoint"], safe_mode=True)
+        checkpoint = checkpoint_of(job_dir, state)
+        log.info("resuming %s after epoch %d from %s", job_dir, first_epoch, checkpoint)
+        model = keras.saving.load_model(checkpoint, safe_mode=True)
         if head_sizes(model) != dict(binding.n_classes):
-            raise ResumeError(f"checkpoint {state['checkpoint']} has heads {head_sizes(model)}, expected {dict(binding.n_classes)}")
+            raise ResumeError(
+                f"{checkpoint} has heads {head_sizes(model)}, expected {dict(binding.n_classes)}"
+            )
 
     _write_text_atomic(os.path.join(job_dir, "hparams.json"), json.dumps(params.to_dict(), indent=2) + "\n")
     log.info(
@@ -243,7 +263,9 @@ def train(examples_dir: str, sets: str | Mapping, job_dir: str, params: hp.HPara
         len(train_files), len(eval_files), job_dir,
     )  # fmt: skip
     if first_epoch >= params.epochs:
-        log.info("nothing to train: %s already holds %d epochs (asked for %d)", job_dir, first_epoch, params.epochs)
+        log.info(
+            "nothing to train: %s already holds %d epochs (asked for %d)", job_dir, first_epoch, params.epochs
+        )
     tensorboard = _tensorboard_callback(os.path.join(job_dir, LOG_DIR))
     for epoch in range(first_epoch, params.epochs):
         started = time.perf_counter()
@@ -268,7 +290,8 @@ def train(examples_dir: str, sets: str | Mapping, job_dir: str, params: hp.HPara
         checkpoint = _save_checkpoint(model, job_dir, epoch + 1)
         state = {
             "epoch": epoch + 1,
-            "checkpoint": checkpoint,
+            # Relative to the job dir, so a job dir can be moved or copied (e.g. to gs://) and still resume.
+            "checkpoint": os.path.basename(checkpoint),
             "hparams": params.to_dict(),
             "set_names": list(binding.set_names),
             "n_classes": dict(binding.n_classes),
@@ -298,8 +321,12 @@ def run(argv: Sequence[str] | None = None) -> TrainResult:
     parser.add_argument("--examples", required=True, help="training-examples artifact dir (make_examples)")
     parser.add_argument("--sets", required=True, help="geoclass-sets artifact dir (or its sets.json)")
     parser.add_argument("--job_dir", required=True, help="checkpoints, logs, history; reuse it to resume")
-    parser.add_argument("--export_dir", default=None, help="also export the model artifact here after training")
-    parser.add_argument("--backbone_weights", default=None, help="Inception v3 weights for the exported geolocator")
+    parser.add_argument(
+        "--export_dir", default=None, help="also export the model artifact here after training"
+    )
+    parser.add_argument(
+        "--backbone_weights", default=None, help="Inception v3 weights for the exported geolocator"
+    )
     hp.add_flags(parser)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
