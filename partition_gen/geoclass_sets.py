@@ -162,6 +162,29 @@ class GeoclassSets:
         }
 
 
+def empty_sets_from_cells(table: pa.Table) -> GeoclassSets:
+    """Node data of a cells table (sorted by cell_id) without building the graph: for writers that
+    receive the assignments from elsewhere."""
+    from schemas.tables import CELLS, check_columns
+
+    check_columns("cells", table.schema, CELLS, required=[c.CELL_ID, c.LEVEL, c.N_IMAGES, c.X_SUM, c.Y_SUM, c.Z_SUM])
+    table = table.sort_by(c.CELL_ID)
+    ids = table.column(c.CELL_ID).to_numpy(zero_copy_only=False)
+    if ids.size > 1 and (ids[1:] == ids[:-1]).any():
+        raise SchemaError("cells: column 'cell_id' has duplicate ids")
+    levels = np.unique(table.column(c.LEVEL).to_numpy(zero_copy_only=False))
+    if levels.size != 1:
+        raise SchemaError(f"cells: column '{c.LEVEL}' mixes levels {levels.tolist()}; one level per graph")
+    return GeoclassSets(
+        level=int(levels[0]),
+        cell_ids=ids.astype(np.uint64),
+        node_n_images=table.column(c.N_IMAGES).to_numpy(zero_copy_only=False).astype(np.int64),
+        node_xyz_sum=np.stack(
+            [table.column(k).to_numpy(zero_copy_only=False) for k in (c.X_SUM, c.Y_SUM, c.Z_SUM)], axis=1
+        ).astype(np.float64),
+    )
+
+
 def empty_sets_for(graph: InitialGraph) -> GeoclassSets:
     return GeoclassSets(
         level=graph.level,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -237,12 +237,15 @@ def build_initial_graph(
     *,
     level: int = 14,
     feature_dtype=np.float32,
+    feature_mean: np.ndarray | None = None,
     sites: np.ndarray | None = None,
 ) -> InitialGraph:
     """The initial graph of non-empty cells; rows are reordered to ascending ``cell_id``.
 
     ``feature_sum`` (N, D) holds per-cell sums of image features; the graph keeps the mean feature per
-    node in ``feature_dtype`` (float32 halves the memory of a 2.8M-node graph). ``sites`` overrides the
+    node in ``feature_dtype`` (float32 halves the memory of a 2.8M-node graph). Callers that already hold
+    the means pass ``feature_mean`` instead; it is used without a copy when its rows are already in
+    ascending ``cell_id`` order and of ``feature_dtype``. ``sites`` overrides the
     triangulated points (default: the S2 cell centres, which are distinct and evenly spaced, unlike
     image-weighted centres that can nearly coincide across a cell edge).
     """
@@ -259,7 +262,8 @@ def build_initial_graph(
         raise ValueError(f"cells: cell {int(cell_ids[i])} has n_images={int(n_images[i])}; nodes must be non-empty")
     if not np.isfinite(xyz_sum).all():
         raise ValueError("cells: xyz sums hold NaN or inf")
-    order = np.argsort(cell_ids, kind="stable")
+    already_sorted = n < 2 or bool((cell_ids[1:] > cell_ids[:-1]).all())
+    order = slice(None) if already_sorted else np.argsort(cell_ids, kind="stable")
     cell_ids, n_images, xyz_sum = cell_ids[order], n_images[order], xyz_sum[order]
     if n > 1 and (np.diff(cell_ids) == 0).any():
         raise ValueError(f"cells: duplicate cell_id {int(cell_ids[np.argmax(np.diff(cell_ids) == 0)])}")
@@ -268,16 +272,11 @@ def build_initial_graph(
         bad = int(np.argmax(levels != level))
         raise ValueError(f"cells: cell {int(cell_ids[bad])} is at level {int(levels[bad])}, expected {level}")
 
-    features = None
-    if feature_sum is not None:
-        feature_sum = np.asarray(feature_sum)
-        if feature_sum.ndim != 2 or len(feature_sum) != n:
-            raise ValueError(f"cells: feature sums have shape {feature_sum.shape}, expected ({n}, D)")
-        features = np.empty(feature_sum.shape, dtype=feature_dtype)
-        np.divide(feature_sum[order], n_images[:, None], out=features, casting="unsafe")
-        if not np.isfinite(features).all():
-            raise ValueError("cells: feature sums hold NaN or inf")
-
+    if feature_sum is not None and feature_mean is not None:
+        raise ValueError("give feature_sum or feature_mean, not both")
+    for label, given in (("sums", feature_sum), ("means", feature_mean)):
+        if given is not None and (np.ndim(given) != 2 or len(given) != n):
+            raise ValueError(f"cells: feature {label} have shape {np.shape(given)}, expected ({n}, D)")
     if sites is None:
         sites = s2cells.cell_center_xyz(cell_ids)
     else:
@@ -285,6 +284,17 @@ def build_initial_graph(
     sites = _normalise_rows(np.asarray(sites, dtype=np.float64))
     tri = triangulate_sphere(sites)
     n_s2 = np.maximum(1, np.rint(tri.areas / mean_cell_area(level))).astype(np.int64)
+    # Features after the hull: Qhull's working memory is freed before the N×D array exists.
+    features = None
+    if feature_mean is not None:
+        features = np.asarray(feature_mean)[order].astype(feature_dtype, copy=False)
+    if feature_sum is not None:
+        feature_sum = np.asarray(feature_sum)
+        features = np.empty(feature_sum.shape, dtype=feature_dtype)
+        np.divide(feature_sum[order], n_images[:, None], out=features, casting="unsafe")
+        if not np.isfinite(features).all():
+            raise ValueError("cells: feature sums hold NaN or inf")
+
     return InitialGraph(
         cell_ids=cell_ids,
         level=level,
@@ -297,6 +307,14 @@ def build_initial_graph(
         territory_area=tri.areas,
         n_s2=n_s2,
     )
+
+
+def with_feature_means(graph: InitialGraph, feature_mean: np.ndarray, feature_dtype=np.float32) -> InitialGraph:
+    """The same graph with per-node mean features (rows in the graph's ascending ``cell_id`` order)."""
+    feature_mean = np.asarray(feature_mean)
+    if feature_mean.ndim != 2 or len(feature_mean) != graph.n_nodes:
+        raise ValueError(f"feature means have shape {feature_mean.shape}, expected ({graph.n_nodes}, D)")
+    return replace(graph, features=feature_mean.astype(feature_dtype, copy=False))
 
 
 def graph_from_cells_table(table: pa.Table, *, with_features: bool = True, feature_dtype=np.float32) -> InitialGraph:

@@ -17,6 +17,8 @@ import numpy as np
 from partition_gen.geo import latlng_to_xyz, xyz_to_latlng
 from partition_gen.params import GeoclassSetSpec
 
+MAX_DRAWN_NODES = 300_000
+
 
 def class_colours(n_classes: int, seed: int = 0) -> np.ndarray:
     """RGBA per class: a 20-colour palette with per-class jitter, shuffled by a fixed seed."""
@@ -50,12 +52,14 @@ def render_set_map(
     path: str,
     *,
     nearest: np.ndarray | None = None,
+    scatter_index: np.ndarray | None = None,
     dpi: int = 110,
 ) -> str:
     """Draw class territories pale and the nodes at (lat, lng) in their class colour; save a PNG.
 
     ``nearest`` is :func:`nearest_node_raster` of the nodes' sites (computed from (lat, lng) when absent;
-    pass it to draw several sets of the same nodes without recomputing it).
+    pass it to draw several sets of the same nodes without recomputing it). ``scatter_index`` limits the
+    drawn nodes (territories still use all of them).
     """
     import matplotlib
 
@@ -70,8 +74,10 @@ def render_set_map(
     pale[..., :3] = 0.55 * pale[..., :3] + 0.45
     fig, ax = plt.subplots(figsize=(14, 7.2))
     ax.imshow(pale, extent=(-180, 180, -90, 90), interpolation="nearest")
+    shown = slice(None) if scatter_index is None else scatter_index
+    lat, lng, node_labels = np.asarray(lat)[shown], np.asarray(lng)[shown], labels[shown]
     size = float(np.clip(3000.0 / max(len(lat), 1), 0.3, 6.0))
-    ax.scatter(lng, lat, c=colours[labels], s=size, marker="s", linewidths=0, rasterized=True)
+    ax.scatter(lng, lat, c=colours[node_labels], s=size, marker="s", linewidths=0, rasterized=True)
     ax.set_xlim(-180, 180)
     ax.set_ylim(-90, 90)
     ax.set_aspect("equal")
@@ -101,9 +107,13 @@ def write_set_maps(sets, directory: str) -> list[str]:
     lat, lng = xyz_to_latlng(sets.node_xyz_sum)
     # The graph's triangulated sites, so the drawn territories are the graph's.
     nearest = nearest_node_raster(s2cells.cell_center_xyz(sets.cell_ids))
+    # Beyond a few hundred thousand dots a scatter only costs time: draw a fixed random subset.
+    shown = None
+    if sets.n_nodes > MAX_DRAWN_NODES:
+        shown = np.sort(np.random.default_rng(0).choice(sets.n_nodes, MAX_DRAWN_NODES, replace=False))
     paths = []
     for name in sets.set_names:
         title = map_title(sets.spec(name), sets.n_classes[name])
         out = os.path.join(directory, f"{name}.png")
-        paths.append(render_set_map(lat, lng, sets.assignments[name], title, out, nearest=nearest))
+        paths.append(render_set_map(lat, lng, sets.assignments[name], title, out, nearest=nearest, scatter_index=shown))
     return paths

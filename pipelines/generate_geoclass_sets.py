@@ -46,7 +46,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.utils.shared import Shared
 
-from partition_gen.geoclass_sets import empty_sets_for, generate_set, write_artifact_files
+from partition_gen.geoclass_sets import empty_sets_from_cells, generate_set, write_artifact_files
 from partition_gen.graph import InitialGraph, graph_from_cells_table
 from partition_gen.params import MERGE, GeoclassSetSpec, check_unique_names, default_specs
 from pipelines.common import ROWS_IN, ROWS_OUT, StagedOutput, parse_job_args, run_job
@@ -55,6 +55,7 @@ from schemas.io import list_parquet_files, read_table
 
 JOB = "generate_geoclass_sets"
 LOG = logging.getLogger(__name__)
+NODE_COLUMNS = [c.CELL_ID, c.LEVEL, c.N_IMAGES, c.X_SUM, c.Y_SUM, c.Z_SUM]
 
 
 class _GraphHolder:
@@ -107,9 +108,8 @@ def write_artifact(
     labelled: list, cells_path: str, spec_jsons: Sequence[dict], directory: str, maps: bool = True
 ) -> int:
     """Assemble the sets in spec order and write the artifact files into ``directory`` (a staging path)."""
-    graph_nodes = load_graph(cells_path, with_features=False)
+    sets = empty_sets_from_cells(read_table(cells_path, columns=NODE_COLUMNS))
     by_name = dict(labelled)
-    sets = empty_sets_for(graph_nodes)
     for record in spec_jsons:
         spec = GeoclassSetSpec.from_json(record)
         sets.add(spec, by_name[spec.name])

@@ -142,3 +142,12 @@ def test_impossible_requests_fail_clearly(real_graph):
         merge_nodes(real_graph, 10, beta=(1, 0), feature_dims=[0, 99])
     identity = merge_nodes(real_graph, real_graph.n_nodes)
     np.testing.assert_array_equal(identity.labels, np.arange(real_graph.n_nodes))
+
+
+def test_in_place_merge_gives_the_same_classes():
+    graph = _small_graph(seed=11)
+    before = graph.features.copy()
+    copy_result = merge_nodes(graph, 15, (1, 0, 0), (0.6, 0.4))
+    np.testing.assert_array_equal(graph.features, before)  # the default leaves the graph untouched
+    in_place = merge_nodes(graph, 15, (1, 0, 0), (0.6, 0.4), in_place=True)
+    np.testing.assert_array_equal(copy_result.labels, in_place.labels)
