@@ -202,10 +202,10 @@ def triangulate_sphere(points: np.ndarray) -> SphericalTriangulation:
     indptr, indices = _csr_from_edges(n, edges_a, edges_b)
 
     on_hull = np.zeros(n, dtype=bool)
-    on_hull[hull.vertices] = True
+    on_hull[tri.ravel()] = True  # (hull.vertices would sort all simplices once more)
     missing = np.flatnonzero(~on_hull)
     if missing.size:
-        indptr, indices = _attach_missing(points, hull.vertices, missing, indptr, indices)
+        indptr, indices = _attach_missing(points, np.flatnonzero(on_hull), missing, indptr, indices)
         areas[missing] = 0.0
         log.warning("%d node(s) coincide with another node's site; joined to their nearest node", missing.size)
     return SphericalTriangulation(indptr, indices, areas)
