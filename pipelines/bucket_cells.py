@@ -32,6 +32,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from apache_beam.metrics import Metrics
 
 from partition_gen.geo import latlng_to_xyz
 from partition_gen.s2cells import latlng_to_cell_ids
@@ -178,8 +179,22 @@ def cells_table(partial: CellPartial, level: int) -> pa.Table:
     )
 
 
-def _shard_cells_table(shard_and_partial: tuple[int, CellPartial], level: int) -> pa.Table:
-    return cells_table(shard_and_partial[1], level)
+CELL_IMAGES = "cell_images"
+
+
+def _shard_cells_table(shard_and_partial: tuple[int, CellPartial], level: int, counter) -> pa.Table:
+    partial = shard_and_partial[1]
+    counter.inc(int(partial.counts.sum()))
+    return cells_table(partial, level)
+
+
+def check_cells_cover_photos(summary: common.JobSummary) -> None:
+    """Every photo written must be counted in exactly one cell: a cross-check of the two outputs."""
+    cell_images = summary.counters.get(CELL_IMAGES, 0)
+    if cell_images != summary.rows_out:
+        raise common.UnbalancedJobError(
+            f"{JOB}: cells hold {cell_images} images but {summary.rows_out} photos were written; not committed"
+        )
 
 
 class AssignCells(beam.PTransform):
@@ -205,7 +220,7 @@ class AggregateCells(beam.PTransform):
             batches
             | "Sum each batch by cell" >> beam.FlatMap(batch_partials, self._n_shards)
             | "Merge cell sums across batches" >> beam.CombinePerKey(CellAggregateFn())
-            | "Make the cells table" >> beam.Map(_shard_cells_table, self._level)
+            | "Make the cells table" >> beam.Map(_shard_cells_table, self._level, Metrics.counter(JOB, CELL_IMAGES))
         )
 
 
@@ -315,7 +330,7 @@ def run(argv: Sequence[str] | None = None) -> common.JobSummary:
         n_shards=args.cell_shards,
         batch_rows=args.batch_rows,
     )
-    return common.run_job(pipeline, JOB, list(outputs.values()))
+    return common.run_job(pipeline, JOB, list(outputs.values()), before_commit=check_cells_cover_photos)
 
 
 if __name__ == "__main__":

@@ -789,16 +789,16 @@ def run_job(
         state = result.wait_until_finish()
         if state not in (None, PipelineState.DONE):
             raise RuntimeError(f"{job}: pipeline ended in state {state}; outputs not committed")
+        summary = summarize(result, job)
+        if not summary.balanced:
+            raise UnbalancedJobError(summary.line())
+        if before_commit is not None:
+            before_commit(summary)
     except BaseException:
         # A job killed outright leaves its *.staging-* directories behind; readers refuse them (no marker).
         for output in outputs:
             output.abort()
         raise
-    summary = summarize(result, job)
-    if not summary.balanced:
-        raise UnbalancedJobError(summary.line())
-    if before_commit is not None:
-        before_commit(summary)
     for output in outputs:
         output.commit()
     LOG.info(summary.line())
