@@ -230,3 +230,14 @@ def test_cli_reads_config_and_flags_and_trains_a_subset_of_heads(artifacts, tmp_
     )
     assert list(result.model.output) == ["set2"]
     assert int(result.model.optimizer.iterations.numpy()) == 4
+
+
+def test_op_determinism_is_switched_on_only_while_training():
+    from tensorflow.python.framework import config as tf_config
+
+    from trainer.train import op_determinism
+
+    assert not tf_config.is_op_determinism_enabled()
+    with op_determinism(True):
+        assert tf_config.is_op_determinism_enabled()
+    assert not tf_config.is_op_determinism_enabled()

@@ -23,12 +23,13 @@ On a GPU machine or Vertex AI, run the same module; ``--examples``, ``--sets`` a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import keras
@@ -206,10 +207,29 @@ def plot_curves(history: Mapping[str, Sequence[float]], set_names: Sequence[str]
 # ---------------------------------------------------------------------------------------------- training
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
+def seed_everything(seed: int) -> None:
+    """Python, NumPy and TensorFlow seeds (initial weights); data order has its own (seed, epoch) seeds."""
     keras.utils.set_random_seed(seed)
-    if deterministic:
+
+
+@contextlib.contextmanager
+def op_determinism(enabled: bool) -> Iterator[None]:
+    """Bitwise-reproducible kernels inside the block, then the previous setting again.
+
+    The switch is process-wide, so it is undone afterwards: a training call must not change how
+    unrelated TensorFlow code in the same process (other jobs, other tests) runs. TensorFlow's public
+    API can only switch it on; switching off goes through ``tensorflow.python.framework.config``.
+    """
+    from tensorflow.python.framework import config as tf_config
+
+    switch = enabled and not tf_config.is_op_determinism_enabled()
+    if switch:
         tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if switch:
+            tf_config.disable_op_determinism()
 
 
 def train(
@@ -217,13 +237,18 @@ def train(
 ) -> TrainResult:
     """Train (or resume training of) the heads; returns the model after the last epoch."""
     params = params or hp.HParams()
+    with op_determinism(params.deterministic):
+        return _train(examples_dir, sets, job_dir, params)
+
+
+def _train(examples_dir: str, sets: str | Mapping, job_dir: str, params: hp.HParams) -> TrainResult:
     info = inputs.read_examples_info(examples_dir)
     head_names = list(params.heads) if params.heads else list(info.set_names)
     binding = info.binding.restricted_to(head_names)
     inputs.check_binding(binding, inputs.read_sets_binding(sets))
     train_files = inputs.list_shards(examples_dir, inputs.SPLIT_TRAIN)
     eval_files = inputs.list_shards(examples_dir, inputs.SPLIT_EVAL)
-    seed_everything(params.seed, params.deterministic)
+    seed_everything(params.seed)
     tf.io.gfile.makedirs(job_dir)
     train_batches = inputs.batches_in(
         inputs.split_size(info, train_files, inputs.SPLIT_TRAIN), params.batch_size
