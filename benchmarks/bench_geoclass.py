@@ -85,14 +85,21 @@ def smooth_features(xyz: np.ndarray, dim: int, seed: int = 1, chunk: int = 500_0
     out = np.empty((len(xyz), dim), dtype=np.float32)
     for start in range(0, len(xyz), chunk):
         block = xyz[start : start + chunk]
-        out[start : start + chunk] = np.cos(block @ freq + phase) + rng.normal(scale=0.5, size=(len(block), dim))
+        out[start : start + chunk] = np.cos(block @ freq + phase) + rng.normal(
+            scale=0.5, size=(len(block), dim)
+        )
     return out
 
 
 def sample_graph(cell_ids, counts, dim, feature_dtype):
     xyz = s2cells.cell_center_xyz(cell_ids)
     return build_initial_graph(
-        cell_ids, counts, xyz * counts[:, None], level=LEVEL, feature_mean=smooth_features(xyz, dim), feature_dtype=feature_dtype
+        cell_ids,
+        counts,
+        xyz * counts[:, None],
+        level=LEVEL,
+        feature_mean=smooth_features(xyz, dim),
+        feature_dtype=feature_dtype,
     )
 
 
@@ -108,7 +115,9 @@ def networkx_comparison(cell_ids, counts, n_sample: int, n_classes: int, dim: in
     slow = merge_reference_networkx(graph, n_classes, ALPHA, BETA, scan=False)
     slow_s = time.perf_counter() - started
     same = float(np.mean(fast.labels == slow.labels))
-    LOG.info("sample: networkx %.1f s, ratio %.1fx, same class for %.4f of nodes", slow_s, slow_s / fast_s, same)
+    LOG.info(
+        "sample: networkx %.1f s, ratio %.1fx, same class for %.4f of nodes", slow_s, slow_s / fast_s, same
+    )
     return {
         "sample_nodes": n_sample,
         "sample_classes": n_classes,
@@ -155,7 +164,14 @@ def main(argv: list[str] | None = None) -> dict:
     graph = build_initial_graph(cell_ids, counts, xyz_sum, level=LEVEL)
     graph_s, graph_cpu = time.perf_counter() - started, time.process_time() - cpu
     graph_peak = peak_rss_gb()
-    LOG.info("graph: %d nodes, %d edges in %.1f s (cpu %.1f s, peak %.2f GB)", graph.n_nodes, graph.n_edges, graph_s, graph_cpu, graph_peak)
+    LOG.info(
+        "graph: %d nodes, %d edges in %.1f s (cpu %.1f s, peak %.2f GB)",
+        graph.n_nodes,
+        graph.n_edges,
+        graph_s,
+        graph_cpu,
+        graph_peak,
+    )
 
     # Features join after the hull, as graph_from_cells_table does, so Qhull's memory is gone by then.
     started = time.perf_counter()
@@ -167,7 +183,13 @@ def main(argv: list[str] | None = None) -> dict:
     result = merge_nodes(graph, args.classes, ALPHA, BETA, progress=True, name="benchmark set", in_place=True)
     merge_s, merge_cpu = time.perf_counter() - started, time.process_time() - cpu
     load_after = os.getloadavg()[0]
-    LOG.info("merged to %d classes in %.1f s (cpu %.1f s, peak %.2f GB)", result.n_classes, merge_s, merge_cpu, peak_rss_gb())
+    LOG.info(
+        "merged to %d classes in %.1f s (cpu %.1f s, peak %.2f GB)",
+        result.n_classes,
+        merge_s,
+        merge_cpu,
+        peak_rss_gb(),
+    )
 
     images = np.bincount(result.labels, weights=graph.n_images)
     figures = {

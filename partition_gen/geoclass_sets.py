@@ -97,7 +97,12 @@ class GeoclassSets:
 
     def spec(self, name: str) -> GeoclassSetSpec:
         return GeoclassSetSpec.from_json(
-            {"name": name, "kind": self.kinds[name], "n_classes": self.n_classes[name], "params": self.params[name]}
+            {
+                "name": name,
+                "kind": self.kinds[name],
+                "n_classes": self.n_classes[name],
+                "params": self.params[name],
+            }
         )
 
     def validate_set(self, name: str) -> None:
@@ -109,7 +114,9 @@ class GeoclassSets:
             raise SchemaError(f"geoclass set '{name}': class ids outside 0..{k - 1}")
         used = np.bincount(labels, minlength=k)
         if (used == 0).any():
-            raise SchemaError(f"geoclass set '{name}': class ids are not dense (class {int(np.argmin(used))} is empty)")
+            raise SchemaError(
+                f"geoclass set '{name}': class ids are not dense (class {int(np.argmin(used))} is empty)"
+            )
 
     def validate(self) -> None:
         if self.cell_ids.size > 1 and (np.diff(self.cell_ids) <= 0).any():
@@ -124,16 +131,21 @@ class GeoclassSets:
         parts = {f.name: [] for f in GEOCLASS_CLASSES}
         for name in self.set_names:
             labels, k = self.assignments[name], self.n_classes[name]
-            xyz = np.stack([np.bincount(labels, weights=self.node_xyz_sum[:, i], minlength=k) for i in range(3)], axis=1)
+            xyz = np.stack(
+                [np.bincount(labels, weights=self.node_xyz_sum[:, i], minlength=k) for i in range(3)], axis=1
+            )
             lat, lng = xyz_sum_to_latlng(xyz[:, 0], xyz[:, 1], xyz[:, 2])
             parts[c.SET_ID].append(np.full(k, name, dtype=object))
             parts[c.CLASS_ID].append(np.arange(k, dtype=np.int32))
-            parts[c.N_IMAGES].append(np.bincount(labels, weights=self.node_n_images, minlength=k).astype(np.int64))
+            parts[c.N_IMAGES].append(
+                np.bincount(labels, weights=self.node_n_images, minlength=k).astype(np.int64)
+            )
             parts[c.N_NODES].append(np.bincount(labels, minlength=k).astype(np.int64))
             parts[c.LAT].append(lat)
             parts[c.LNG].append(lng)
         arrays = [
-            pa.array(np.concatenate(parts[f.name]) if parts[f.name] else [], type=f.type) for f in GEOCLASS_CLASSES
+            pa.array(np.concatenate(parts[f.name]) if parts[f.name] else [], type=f.type)
+            for f in GEOCLASS_CLASSES
         ]
         return pa.Table.from_arrays(arrays, schema=GEOCLASS_CLASSES)
 
@@ -167,7 +179,9 @@ def empty_sets_from_cells(table: pa.Table) -> GeoclassSets:
     receive the assignments from elsewhere."""
     from schemas.tables import CELLS, check_columns
 
-    check_columns("cells", table.schema, CELLS, required=[c.CELL_ID, c.LEVEL, c.N_IMAGES, c.X_SUM, c.Y_SUM, c.Z_SUM])
+    check_columns(
+        "cells", table.schema, CELLS, required=[c.CELL_ID, c.LEVEL, c.N_IMAGES, c.X_SUM, c.Y_SUM, c.Z_SUM]
+    )
     table = table.sort_by(c.CELL_ID)
     ids = table.column(c.CELL_ID).to_numpy(zero_copy_only=False)
     if ids.size > 1 and (ids[1:] == ids[:-1]).any():
@@ -199,7 +213,9 @@ def generate_set(graph: InitialGraph, spec: GeoclassSetSpec, *, progress: bool =
     spec.check_against(graph.n_nodes, graph.embedding_dim)
     started = time.perf_counter()
     if spec.kind == PLANET:
-        labels, partition = planet_labels(graph.cell_ids, graph.n_images, graph.xyz_sum, spec.t_min, spec.t_max)
+        labels, partition = planet_labels(
+            graph.cell_ids, graph.n_images, graph.xyz_sum, spec.t_min, spec.t_max
+        )
         log.info("%s: %d PlaNet cells kept", spec.name, partition.n_cells)
     elif spec.kind == MERGE:
         labels = merge_nodes(
@@ -207,7 +223,9 @@ def generate_set(graph: InitialGraph, spec: GeoclassSetSpec, *, progress: bool =
         ).labels
     else:  # GeoclassSetSpec refuses other kinds; kept for a clear message if that ever changes
         raise ValueError(f"unknown geoclass set kind {spec.kind!r}")
-    log.info("%s: %d classes in %.1f s", spec.describe(), int(labels.max()) + 1, time.perf_counter() - started)
+    log.info(
+        "%s: %d classes in %.1f s", spec.describe(), int(labels.max()) + 1, time.perf_counter() - started
+    )
     return labels
 
 
@@ -216,7 +234,11 @@ def generate_geoclass_sets(
 ) -> GeoclassSets:
     """Every set of ``specs`` from one cells table (or an already built graph), without Beam."""
     check_unique_names(specs)
-    graph = cells if isinstance(cells, InitialGraph) else graph_from_cells_table(cells, with_features=_needs_features(specs))
+    graph = (
+        cells
+        if isinstance(cells, InitialGraph)
+        else graph_from_cells_table(cells, with_features=_needs_features(specs))
+    )
     for spec in specs:
         spec.check_against(graph.n_nodes, graph.embedding_dim)
     sets = empty_sets_for(graph)
@@ -266,7 +288,10 @@ def _save_remote(sets: GeoclassSets, path: str) -> None:
         for root, _, files in os.walk(local):
             for name in sorted(files):
                 rel = os.path.relpath(os.path.join(root, name), local)
-                with open(os.path.join(root, name), "rb") as src, FileSystems.create(f"{path.rstrip('/')}/{rel}") as dst:
+                with (
+                    open(os.path.join(root, name), "rb") as src,
+                    FileSystems.create(f"{path.rstrip('/')}/{rel}") as dst,
+                ):
                     dst.write(src.read())
     with FileSystems.create(f"{path.rstrip('/')}/{SUCCESS_MARKER}") as marker:
         marker.write(b"")
@@ -286,13 +311,21 @@ def load_geoclass_sets(path: str) -> GeoclassSets:
 
     from schemas.io import IncompleteArtifactError
 
-    join = (lambda name: f"{path.rstrip('/')}/{name}") if "://" in path else (lambda name: os.path.join(path, name))
+    join = (
+        (lambda name: f"{path.rstrip('/')}/{name}")
+        if "://" in path
+        else (lambda name: os.path.join(path, name))
+    )
     if "://" not in path and not os.path.exists(join(SUCCESS_MARKER)):
-        raise IncompleteArtifactError(f"{path}: no {SUCCESS_MARKER} marker; the geoclass sets were not completely written")
+        raise IncompleteArtifactError(
+            f"{path}: no {SUCCESS_MARKER} marker; the geoclass sets were not completely written"
+        )
     with _open(join(SETS_JSON)) as handle:
         manifest = json.loads(handle.read())
     if manifest.get("format") != FORMAT:
-        raise SchemaError(f"{path}/{SETS_JSON}: format {manifest.get('format')!r}, this code reads format {FORMAT}")
+        raise SchemaError(
+            f"{path}/{SETS_JSON}: format {manifest.get('format')!r}, this code reads format {FORMAT}"
+        )
     with _open(join(ASSIGNMENTS)) as handle:
         table = pq.read_table(handle)
     names = [s["name"] for s in manifest["sets"]]
@@ -302,7 +335,9 @@ def load_geoclass_sets(path: str) -> GeoclassSets:
         if table.column(col).null_count:
             raise SchemaError(f"{path}/{ASSIGNMENTS}: column '{col}' has nulls (a node without a class)")
     if table.num_rows != manifest["n_nodes"]:
-        raise SchemaError(f"{path}: {SETS_JSON} says {manifest['n_nodes']} nodes, {ASSIGNMENTS} has {table.num_rows}")
+        raise SchemaError(
+            f"{path}: {SETS_JSON} says {manifest['n_nodes']} nodes, {ASSIGNMENTS} has {table.num_rows}"
+        )
 
     def col(name):
         return table.column(name).to_numpy(zero_copy_only=False)
@@ -322,7 +357,9 @@ def load_geoclass_sets(path: str) -> GeoclassSets:
         sets.kinds[name] = record["kind"]
     sets.validate()
     if sets.checksum != manifest["checksum"]:
-        raise SchemaError(f"{path}: checksum mismatch ({SETS_JSON} says {manifest['checksum'][:12]}…, data gives {sets.checksum[:12]}…)")
+        raise SchemaError(
+            f"{path}: checksum mismatch ({SETS_JSON} says {manifest['checksum'][:12]}…, data gives {sets.checksum[:12]}…)"
+        )
     _check_classes_file(sets, join(CLASSES), path)
     return sets
 

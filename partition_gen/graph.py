@@ -207,7 +207,9 @@ def triangulate_sphere(points: np.ndarray) -> SphericalTriangulation:
     if missing.size:
         indptr, indices = _attach_missing(points, np.flatnonzero(on_hull), missing, indptr, indices)
         areas[missing] = 0.0
-        log.warning("%d node(s) coincide with another node's site; joined to their nearest node", missing.size)
+        log.warning(
+            "%d node(s) coincide with another node's site; joined to their nearest node", missing.size
+        )
     return SphericalTriangulation(indptr, indices, areas)
 
 
@@ -222,7 +224,9 @@ def _attach_missing(points, vertices, missing, indptr, indices):
         src.append(np.full(around.size + 1, m))
         dst.append(np.concatenate([[h], around]))
     base_src = np.repeat(np.arange(n), np.diff(indptr))
-    return _csr_from_edges(n, np.concatenate([base_src] + src), np.concatenate([indices.astype(np.int64)] + dst))
+    return _csr_from_edges(
+        n, np.concatenate([base_src] + src), np.concatenate([indices.astype(np.int64)] + dst)
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -259,7 +263,9 @@ def build_initial_graph(
         raise ValueError(f"cells: {n} cell ids but {n_images.size} counts and {len(xyz_sum)} xyz sums")
     if (n_images <= 0).any():
         i = int(np.argmax(n_images <= 0))
-        raise ValueError(f"cells: cell {int(cell_ids[i])} has n_images={int(n_images[i])}; nodes must be non-empty")
+        raise ValueError(
+            f"cells: cell {int(cell_ids[i])} has n_images={int(n_images[i])}; nodes must be non-empty"
+        )
     if not np.isfinite(xyz_sum).all():
         raise ValueError("cells: xyz sums hold NaN or inf")
     already_sorted = n < 2 or bool((cell_ids[1:] > cell_ids[:-1]).all())
@@ -309,7 +315,9 @@ def build_initial_graph(
     )
 
 
-def with_feature_means(graph: InitialGraph, feature_mean: np.ndarray, feature_dtype=np.float32) -> InitialGraph:
+def with_feature_means(
+    graph: InitialGraph, feature_mean: np.ndarray, feature_dtype=np.float32
+) -> InitialGraph:
     """The same graph with per-node mean features (rows in the graph's ascending ``cell_id`` order)."""
     feature_mean = np.asarray(feature_mean)
     if feature_mean.ndim != 2 or len(feature_mean) != graph.n_nodes:
@@ -317,7 +325,9 @@ def with_feature_means(graph: InitialGraph, feature_mean: np.ndarray, feature_dt
     return replace(graph, features=feature_mean.astype(feature_dtype, copy=False))
 
 
-def graph_from_cells_table(table: pa.Table, *, with_features: bool = True, feature_dtype=np.float32) -> InitialGraph:
+def graph_from_cells_table(
+    table: pa.Table, *, with_features: bool = True, feature_dtype=np.float32
+) -> InitialGraph:
     """The initial graph of a cells artifact (``schemas.CELLS``), validated at the door."""
     validate_cells(table)
     if table.num_rows == 0:
@@ -325,7 +335,9 @@ def graph_from_cells_table(table: pa.Table, *, with_features: bool = True, featu
     levels = np.unique(table.column(c.LEVEL).to_numpy(zero_copy_only=False))
     if levels.size != 1:
         raise SchemaError(f"cells: column '{c.LEVEL}' mixes levels {levels.tolist()}; one level per graph")
-    xyz = np.stack([table.column(k).to_numpy(zero_copy_only=False) for k in (c.X_SUM, c.Y_SUM, c.Z_SUM)], axis=1)
+    xyz = np.stack(
+        [table.column(k).to_numpy(zero_copy_only=False) for k in (c.X_SUM, c.Y_SUM, c.Z_SUM)], axis=1
+    )
     feature_sum = None
     if with_features:
         feature_sum = feature_matrix(table.column(c.FEATURE_SUM))
@@ -347,7 +359,9 @@ def feature_matrix(column: pa.ChunkedArray) -> np.ndarray:
     lengths = arr.value_lengths().to_numpy(zero_copy_only=False)
     if lengths.size and (lengths != lengths[0]).any():
         i = int(np.argmax(lengths != lengths[0]))
-        raise SchemaError(f"cells: column '{c.FEATURE_SUM}' has length {int(lengths[i])} at row {i}, expected {int(lengths[0])}")
+        raise SchemaError(
+            f"cells: column '{c.FEATURE_SUM}' has length {int(lengths[i])} at row {i}, expected {int(lengths[0])}"
+        )
     dim = int(lengths[0]) if lengths.size else 0
     return arr.flatten().to_numpy(zero_copy_only=False).astype(np.float64, copy=False).reshape(len(arr), dim)
 

@@ -115,5 +115,7 @@ def write_set_maps(sets, directory: str) -> list[str]:
     for name in sets.set_names:
         title = map_title(sets.spec(name), sets.n_classes[name])
         out = os.path.join(directory, f"{name}.png")
-        paths.append(render_set_map(lat, lng, sets.assignments[name], title, out, nearest=nearest, scatter_index=shown))
+        paths.append(
+            render_set_map(lat, lng, sets.assignments[name], title, out, nearest=nearest, scatter_index=shown)
+        )
     return paths

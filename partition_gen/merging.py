@@ -15,9 +15,9 @@ normalised xyz sum and its neighbours the union. Ties are broken deterministical
 index) first, then smallest (weight, neighbour index). Merging stops at exactly ``n_classes`` nodes.
 
 Data structures: a binary heap of (score, node) with lazy invalidation (an entry is stale when its node
-is dead or its score changed; scores only grow), compact NumPy arrays for features and centres, Python
-duplicate-free lists for the (planar, so small on average) live adjacency updated in place, and a parent-pointer forest
-resolved at the end. Pure NumPy; no Beam or TensorFlow here.
+is dead or its score changed; scores only grow), a NumPy array of feature sums, typed arrays for the
+per-node scalars, duplicate-free Python lists for the live adjacency (planar, so short on average) updated
+in place, and a parent-pointer forest resolved at the end. Pure NumPy; no Beam or TensorFlow here.
 """
 
 from __future__ import annotations
@@ -211,7 +211,12 @@ def merge_nodes(
 
 def _checked_dims(feature_dims: Sequence[int], graph: InitialGraph) -> np.ndarray:
     dims = np.asarray(feature_dims, dtype=np.int64)
-    if dims.size == 0 or dims.min() < 0 or dims.max() >= graph.embedding_dim or np.unique(dims).size != dims.size:
+    if (
+        dims.size == 0
+        or dims.min() < 0
+        or dims.max() >= graph.embedding_dim
+        or np.unique(dims).size != dims.size
+    ):
         raise ValueError(
             f"feature_dims must be distinct indices in [0, {graph.embedding_dim}); got {dims.size} dims"
             f" in [{dims.min() if dims.size else '-'}, {dims.max() if dims.size else '-'}]"
@@ -282,7 +287,11 @@ def merge_reference_networkx(
 
     def score(node):
         m = g.nodes[node]["members"]
-        return a1 * (int(graph.n_images[m].sum()) / t1) + a2 * (len(m) / t2) + a3 * (int(graph.n_s2[m].sum()) / t3)
+        return (
+            a1 * (int(graph.n_images[m].sum()) / t1)
+            + a2 * (len(m) / t2)
+            + a3 * (int(graph.n_s2[m].sum()) / t3)
+        )
 
     def mean_feature(node):
         m = g.nodes[node]["members"]
@@ -329,4 +338,6 @@ def merge_reference_networkx(
     for node in g.nodes:
         parent[g.nodes[node]["members"]] = node
     labels = dense_labels(parent)
-    return MergeResult(labels=labels, n_classes=int(labels.max()) + 1, merges=np.asarray(merges, np.int64).reshape(-1, 2))
+    return MergeResult(
+        labels=labels, n_classes=int(labels.max()) + 1, merges=np.asarray(merges, np.int64).reshape(-1, 2)
+    )

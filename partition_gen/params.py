@@ -48,7 +48,12 @@ class GeoclassSetSpec:
         if self.kind not in KINDS:
             return f"kind {self.kind!r} is not one of {KINDS}"
         if self.kind == PLANET:
-            if self.t_min is None or self.t_max is None or not 0 <= self.t_min <= self.t_max or self.t_max < 1:
+            if (
+                self.t_min is None
+                or self.t_max is None
+                or not 0 <= self.t_min <= self.t_max
+                or self.t_max < 1
+            ):
                 return f"planet sets need 0 <= t_min <= t_max and t_max >= 1, got t_min={self.t_min} t_max={self.t_max}"
             return None
         if self.n_classes is None or int(self.n_classes) < 1:
@@ -67,10 +72,14 @@ class GeoclassSetSpec:
         if self.kind != MERGE:
             return
         if self.n_classes > n_nodes:
-            raise ValueError(f"geoclass set '{self.name}' asks for {self.n_classes} classes but the graph has {n_nodes} nodes")
+            raise ValueError(
+                f"geoclass set '{self.name}' asks for {self.n_classes} classes but the graph has {n_nodes} nodes"
+            )
         if self.beta[0] > 0:
             if embedding_dim == 0:
-                raise ValueError(f"geoclass set '{self.name}' has beta1 > 0 but the cells table holds no features")
+                raise ValueError(
+                    f"geoclass set '{self.name}' has beta1 > 0 but the cells table holds no features"
+                )
             if self.feature_dims is not None and max(self.feature_dims) >= embedding_dim:
                 raise ValueError(
                     f"geoclass set '{self.name}' uses feature dimension {max(self.feature_dims)}"

@@ -88,7 +88,9 @@ def planet_labels(
     kept class; also returns the partition itself."""
     partition = adaptive_s2_partition(cell_ids, n_images, t_min, t_max, min_level=min_level)
     if partition.n_cells == 0:
-        raise ValueError(f"PlaNet partition with t_min={t_min}, t_max={t_max} keeps no cell: every cell has < t_min images")
+        raise ValueError(
+            f"PlaNet partition with t_min={t_min}, t_max={t_max} keeps no cell: every cell has < t_min images"
+        )
     labels = np.full(partition.leaf_cell.size, -1, dtype=np.int64)
     labels[partition.kept] = np.searchsorted(partition.cell_ids, partition.leaf_cell[partition.kept])
     xyz = np.asarray(xyz_sum, dtype=np.float64).reshape(-1, 3)

@@ -100,7 +100,8 @@ class BuildGeoclassSets(beam.PTransform):
         return (
             specs
             | "Spread the parameter sets over workers" >> beam.Reshuffle()
-            | "Merge the graph into each set's geoclasses" >> beam.ParDo(_BuildSetFn(self._cells_path, self._with_features))
+            | "Merge the graph into each set's geoclasses"
+            >> beam.ParDo(_BuildSetFn(self._cells_path, self._with_features))
         )
 
 
@@ -119,7 +120,10 @@ def write_artifact(
             for root, _, files in os.walk(local):
                 for name in files:
                     rel = os.path.relpath(os.path.join(root, name), local)
-                    with open(os.path.join(root, name), "rb") as src, FileSystems.create(f"{directory}/{rel}") as dst:
+                    with (
+                        open(os.path.join(root, name), "rb") as src,
+                        FileSystems.create(f"{directory}/{rel}") as dst,
+                    ):
                         dst.write(src.read())
     else:
         os.makedirs(directory, exist_ok=True)
@@ -130,7 +134,11 @@ def write_artifact(
 
 
 def build_pipeline(
-    pipeline: beam.Pipeline, cells_path: str, specs: Sequence[GeoclassSetSpec], staging_dir: str, maps: bool = True
+    pipeline: beam.Pipeline,
+    cells_path: str,
+    specs: Sequence[GeoclassSetSpec],
+    staging_dir: str,
+    maps: bool = True,
 ):
     spec_jsons = [s.to_json() for s in specs]
     with_features = any(s.kind == MERGE and s.beta[0] > 0 for s in specs)
@@ -139,7 +147,8 @@ def build_pipeline(
         | "Start from the parameter sets" >> beam.Create(spec_jsons)
         | "Build every geoclass set" >> BuildGeoclassSets(cells_path, with_features)
         | "Gather the sets in one place" >> beam.combiners.ToList()
-        | "Write the geoclass-sets artifact" >> beam.Map(write_artifact, cells_path, spec_jsons, staging_dir, maps)
+        | "Write the geoclass-sets artifact"
+        >> beam.Map(write_artifact, cells_path, spec_jsons, staging_dir, maps)
     )
 
 
@@ -163,7 +172,9 @@ def specs_from_args(args: argparse.Namespace, embedding_dim: int) -> list[Geocla
             records = json.loads(handle.read())
         return [GeoclassSetSpec.from_json(r) for r in records]
     if args.n_classes is None:
-        raise SystemExit("give --specs FILE or --n_classes N (with --n_sampled, --seed, --class_range, --planet)")
+        raise SystemExit(
+            "give --specs FILE or --n_classes N (with --n_sampled, --seed, --class_range, --planet)"
+        )
     class_range = tuple(int(x) for x in args.class_range.split(",")) if args.class_range else None
     planet = tuple(int(x) for x in args.planet.split(",")) if args.planet else None
     n_sampled = args.n_sampled if embedding_dim else 0
@@ -189,7 +200,9 @@ def run(argv: Sequence[str] | None = None):
     parser.add_argument("--n_classes", type=int, help="classes of sets 1 and 2")
     parser.add_argument("--n_sampled", type=int, default=3, help="sampled sets after sets 1 and 2")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampled sets")
-    parser.add_argument("--class_range", help="low,high class count of sampled sets (default n_classes..1.3x)")
+    parser.add_argument(
+        "--class_range", help="low,high class count of sampled sets (default n_classes..1.3x)"
+    )
     parser.add_argument("--planet", help="t_min,t_max: add a PlaNet set")
     parser.add_argument("--no_maps", action="store_true", help="skip the PNG maps")
     args, options = parse_job_args(parser, argv)

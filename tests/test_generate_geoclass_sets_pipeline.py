@@ -51,8 +51,21 @@ def test_job_writes_a_complete_artifact_with_balanced_accounting(cells_dir, tmp_
     path, table = cells_dir
     output = str(tmp_path / "geoclass_sets")
     summary = job.run(
-        ["--cells", path, "--output", output, "--n_classes", "20", "--n_sampled", "2", "--seed", "3",
-         "--planet", "5,80", *LOCAL]
+        [
+            "--cells",
+            path,
+            "--output",
+            output,
+            "--n_classes",
+            "20",
+            "--n_sampled",
+            "2",
+            "--seed",
+            "3",
+            "--planet",
+            "5,80",
+            *LOCAL,
+        ]
     )
     assert summary.rows_in == 5 and summary.rows_out == 5 and summary.dead_total == 0 and summary.balanced
     assert os.path.exists(os.path.join(output, SUCCESS_MARKER))

@@ -59,7 +59,13 @@ def test_generated_sets_follow_their_specs(sets, specs, cells):
 def test_round_trip_keeps_everything(sets, tmp_path):
     out = str(tmp_path / "sets")
     save_geoclass_sets(sets, out, maps=True)
-    assert sorted(os.listdir(out)) == ["_SUCCESS", "assignments.parquet", "classes.parquet", "maps", "sets.json"]
+    assert sorted(os.listdir(out)) == [
+        "_SUCCESS",
+        "assignments.parquet",
+        "classes.parquet",
+        "maps",
+        "sets.json",
+    ]
     assert sorted(os.listdir(os.path.join(out, "maps"))) == sorted(f"{n}.png" for n in sets.set_names)
     back = load_geoclass_sets(out)
     assert back.checksum == sets.checksum and back.set_names == sets.set_names
@@ -118,7 +124,10 @@ def test_load_refuses_incomplete_or_inconsistent_artifacts(sets, tmp_path):
     labels = table.column(col).to_numpy().copy()
 
     def rewrite(values):
-        pq.write_table(table.set_column(col, c.class_column("set1"), pa.array(values, pa.int32())), os.path.join(out, "assignments.parquet"))
+        pq.write_table(
+            table.set_column(col, c.class_column("set1"), pa.array(values, pa.int32())),
+            os.path.join(out, "assignments.parquet"),
+        )
 
     hole = labels.copy()
     hole[hole == 3] = 4  # class 3 disappears: ids no longer dense
@@ -137,7 +146,9 @@ def test_load_refuses_incomplete_or_inconsistent_artifacts(sets, tmp_path):
     with pytest.raises(SchemaError, match="checksum"):
         load_geoclass_sets(out)
     with_null = pa.array(list(labels[:-1]) + [None], pa.int32())
-    pq.write_table(table.set_column(col, c.class_column("set1"), with_null), os.path.join(out, "assignments.parquet"))
+    pq.write_table(
+        table.set_column(col, c.class_column("set1"), with_null), os.path.join(out, "assignments.parquet")
+    )
     with pytest.raises(SchemaError, match="nulls"):
         load_geoclass_sets(out)
 
@@ -155,7 +166,9 @@ def test_sampled_parameters_follow_table_1_rules():
     # Same seed, same sets; more sets never change the earlier ones; another seed gives others.
     assert sample_spec(5, 11, 2048, (10_000, 13_000)) == specs[2]
     assert sample_spec(5, 12, 2048, (10_000, 13_000)) != specs[2]
-    assert default_specs(100, 4, seed=1, embedding_dim=64)[:4] == default_specs(100, 2, seed=1, embedding_dim=64)
+    assert default_specs(100, 4, seed=1, embedding_dim=64)[:4] == default_specs(
+        100, 2, seed=1, embedding_dim=64
+    )
     set1, set2 = fixed_specs(9969)
     assert (set1.alpha, set1.beta, set2.alpha, set2.beta) == ((1, 0, 0), (1, 0), (1, 0, 0), (0, 1))
     assert display_name("set3") == "ClassSet 3" and display_name("planet") == "PlaNet"

@@ -45,7 +45,9 @@ def _small_graph(n_points=160, dim=6, seed=2):
 def _class_graphs_connected(graph, labels):
     g = nx.Graph(map(tuple, graph.edges().tolist()))
     g.add_nodes_from(range(graph.n_nodes))
-    return all(nx.is_connected(g.subgraph(np.flatnonzero(labels == k).tolist())) for k in range(labels.max() + 1))
+    return all(
+        nx.is_connected(g.subgraph(np.flatnonzero(labels == k).tolist())) for k in range(labels.max() + 1)
+    )
 
 
 @pytest.mark.parametrize(

@@ -73,7 +73,9 @@ def test_dropped_nodes_join_the_nearest_kept_class():
     rng = np.random.default_rng(1)
     lat = np.r_[rng.normal(48.8, 0.3, 500), [-40.0, 10.0]]
     lng = np.r_[rng.normal(2.3, 0.3, 500), [170.0, 60.0]]
-    ids, inverse, counts = np.unique(s2cells.latlng_to_cell_ids(lat, lng, 14), return_inverse=True, return_counts=True)
+    ids, inverse, counts = np.unique(
+        s2cells.latlng_to_cell_ids(lat, lng, 14), return_inverse=True, return_counts=True
+    )
     xyz = np.zeros((ids.size, 3))
     np.add.at(xyz, inverse, s2cells.cell_center_xyz(ids)[inverse])
     labels, part = planet_labels(ids, counts, xyz, t_min=20, t_max=100)
