@@ -352,11 +352,22 @@ def run(argv: Sequence[str] | None = None) -> TrainResult:
     parser.add_argument(
         "--backbone_weights", default=None, help="Inception v3 weights for the exported geolocator"
     )
+    parser.add_argument("--no_geolocator", action="store_true", help="export the features model only")
     hp.add_flags(parser)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         parser.error(f"unknown arguments: {' '.join(unknown)}")
     params = hp.from_args(args)
+    if args.export_dir and not args.no_geolocator:
+        from trainer.backbone import FEATURE_DIM
+
+        dim = inputs.read_examples_info(args.examples).embedding_dim
+        if dim != FEATURE_DIM:
+            # Found out now rather than after the last epoch.
+            parser.error(
+                f"--export_dir with a geolocator needs {FEATURE_DIM}-d Inception features, but {args.examples} "
+                f"holds {dim}-d embeddings; add --no_geolocator to export the features model only"
+            )
     result = train(args.examples, args.sets, args.job_dir, params)
     if args.export_dir:
         from trainer.export import export_model
@@ -366,6 +377,7 @@ def run(argv: Sequence[str] | None = None) -> TrainResult:
             args.export_dir,
             args.sets,
             backbone_weights=args.backbone_weights,
+            with_geolocator=not args.no_geolocator,
             trained_checksum=result.binding.checksum,
         )
     return result
