@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -288,7 +289,14 @@ def build_initial_graph(
     else:
         sites = np.asarray(sites, dtype=np.float64)[order]
     sites = _normalise_rows(np.asarray(sites, dtype=np.float64))
+    started = time.perf_counter()
     tri = triangulate_sphere(sites)
+    log.info(
+        "initial graph: %d nodes, %d edges, triangulated in %.1f s",
+        n,
+        tri.indices.size // 2,
+        time.perf_counter() - started,
+    )
     n_s2 = np.maximum(1, np.rint(tri.areas / mean_cell_area(level))).astype(np.int64)
     # Features after the hull: Qhull's working memory is freed before the N×D array exists.
     features = None

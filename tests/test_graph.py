@@ -17,6 +17,7 @@ from partition_gen.graph import (
     graph_from_cells_table,
     mean_cell_area,
     triangulate_sphere,
+    with_feature_means,
 )
 from schemas.tables import SchemaError
 
@@ -143,3 +144,24 @@ def test_bad_cells_are_refused_with_a_clear_message():
     table = _sample_cells(50)
     with pytest.raises(SchemaError, match="feature_sum"):
         graph_from_cells_table(table.drop_columns(["feature_sum"]))
+
+
+def test_row_order_of_the_cells_table_does_not_matter():
+    table = _sample_cells(800, seed=4)
+    shuffled = table.take(np.random.default_rng(0).permutation(table.num_rows))
+    a = graph_from_cells_table(table, feature_dtype=np.float64)
+    b = graph_from_cells_table(shuffled, feature_dtype=np.float64)
+    for field in ("cell_ids", "n_images", "xyz_sum", "features", "indptr", "indices", "n_s2"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+
+
+def test_feature_means_can_join_after_the_hull():
+    table = _sample_cells(500, seed=6)
+    full = graph_from_cells_table(table, feature_dtype=np.float64)
+    bare = graph_from_cells_table(table, with_features=False)
+    assert bare.features is None and bare.embedding_dim == 0
+    joined = with_feature_means(bare, full.features, feature_dtype=np.float64)
+    np.testing.assert_array_equal(joined.features, full.features)
+    np.testing.assert_array_equal(joined.indices, full.indices)
+    with pytest.raises(ValueError, match="expected"):
+        with_feature_means(bare, full.features[:-1])
