@@ -50,6 +50,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
     for label, pattern in (
         ("evaluation", os.path.join(run_dir, "evaluation.*")),
         ("accuracy plot", os.path.join(run_dir, "accuracy.png")),
+        ("Figure 4 for one photo", os.path.join(run_dir, "figure4_*.png")),
         ("geoclass maps", os.path.join(run_dir, "sets", "maps", "*.png")),
         ("training curves", os.path.join(run_dir, "train", "*.png")),
         ("feature model", os.path.join(sample_dir, "*.png")),

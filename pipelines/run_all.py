@@ -61,6 +61,8 @@ class RunConfig:
     learning_rate: float = 0.005
     top_k: int = 5
     methods: str = "paper"
+    # The test photo drawn as the paper's Figure 4 (sets added one by one); None: the first test photo.
+    figure_photo_id: str | None = None
 
     @classmethod
     def from_file(cls, path: str | None) -> RunConfig:
@@ -192,9 +194,39 @@ def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args:
         report.update(evaluate.run(["--predictions", predictions, "--truth", test, "--out", workdir]))
 
     stages.run("evaluate", None, run_evaluation)
+    figure = draw_progressive_map(workdir, test, path["model"], path["sets"], path["partitions"],
+                                  config.figure_photo_id)
+    LOG.info("Figure 4 (sets added one by one) for one test photo: %s", figure)
     with open(os.path.join(workdir, "stage_seconds.json"), "w") as f:
         json.dump(stages.seconds, f, indent=2)
     return report
+
+
+def draw_progressive_map(workdir: str, test: str, model_dir: str, sets_dir: str, partitions_dir: str,
+                         photo_id: str | None = None) -> str:
+    """The paper's Figure 4 for one test photo: the top region as the sets are added one by one."""
+    import numpy as np
+
+    from partition_gen.figures import plot_progressive_map
+    from partition_gen.partitions import load_partitions
+    from trainer.export import load_features_model
+
+    table = artifact_io.read_table(test, columns=[c.PHOTO_ID, c.LAT, c.LNG, c.EMBEDDING])
+    ids = table.column(c.PHOTO_ID).to_pylist()
+    if photo_id is None:
+        row = 0
+    elif photo_id in ids:
+        row = ids.index(photo_id)
+    else:
+        raise SystemExit(f"figure_photo_id '{photo_id}' is not in {test}")
+    embedding = np.asarray(table.column(c.EMBEDDING)[row].as_py(), dtype=np.float32)[None, :]
+    probabilities = load_features_model(model_dir, sets_dir).predict(embedding, verbose=0)
+    parts = load_partitions(partitions_dir)
+    path = os.path.join(workdir, f"figure4_{ids[row]}.png".replace(os.sep, "_"))
+    plot_progressive_map(parts, {k: np.asarray(v)[0] for k, v in probabilities.items()},
+                         table.column(c.LAT)[row].as_py(), table.column(c.LNG)[row].as_py(), path,
+                         photo_id=str(ids[row]))
+    return path
 
 
 def configure_logging() -> None:
