@@ -4,14 +4,15 @@ Input: a features artifact (``schemas.FEATURES``: a completed directory, Parquet
 ``gs://``). Each Arrow batch gets its level-14 (``--level``) S2 cell ids from the vectorized core in one call; each
 batch is reduced to partial per-cell sums (image count, xyz sum for the image-weighted centre, float64 feature
 sum for the mean feature) sharded by a hash of the cell id; ``CellAggregateFn`` merges the partials across
-batches and workers, so per-row work never passes through Python one row at a time.
+batches and workers, so per-row work never passes through Python one row at a time. Before committing, the job
+checks that the cells hold exactly the photos it wrote (counter ``cell_images`` = ``rows_out``).
 
 Outputs (each completed atomically with ``_SUCCESS``):
 - ``OUT/cells/``   ``schemas.CELLS``, one row per non-empty cell (``level`` = the level used);
 - ``OUT/photos/``  ``schemas.PHOTOS_WITH_CELL``, every valid photo with its cell id;
 - ``OUT/dead_letters/``  rows with bad lat/lng, a missing/NaN/wrongly sized embedding or a repeated photo_id.
 
-Run locally (offline, both cores):
+Run locally (offline; add `--direct_num_workers=2 --direct_running_mode=multi_processing` for two processes):
 
     python -m pipelines.bucket_cells --features out/features --output out/bucketed
 

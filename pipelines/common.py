@@ -4,7 +4,9 @@ The API, in the order a job uses it:
 
 - ``parse_job_args(parser, argv)`` -> (known args, ``PipelineOptions``) with offline defaults: the
   ``FnApiRunner`` (the engine the DirectRunner itself falls back to; ``--runner=DirectRunner`` is mapped to it
-  because Beam >= 2.68's DirectRunner first tries to download the Prism binary) with 2 worker threads.
+  because Beam >= 2.68's DirectRunner first tries to download the Prism binary), one in-process worker by
+  default, two worker processes with ``parallel=True`` or ``--direct_num_workers=2
+  --direct_running_mode=multi_processing`` (see ``offline_pipeline_args`` for the measurements behind this).
   Any other ``--runner`` (DataflowRunner, FlinkRunner, PortableRunner, PrismRunner) is passed through untouched.
 - ``ReadTableBatches(path, job)``: CSV or Parquet files, a glob, or a completed artifact directory (local or
   ``gs://``, through ``FileSystems``) -> a PCollection of Arrow ``RecordBatch``es with canonical column types and
@@ -88,13 +90,16 @@ def _has_flag(args: Sequence[str], flag: str) -> bool:
     return any(a == flag or a.startswith(flag + "=") for a in args)
 
 
-def offline_pipeline_args(pipeline_args: Sequence[str] = (), parallel: bool = True) -> list[str]:
+def offline_pipeline_args(pipeline_args: Sequence[str] = (), parallel: bool = False) -> list[str]:
     """``pipeline_args`` with the offline runner defaults filled in where the caller set nothing.
 
-    ``parallel`` runs two SDK workers as threads of this process: the hot paths are NumPy/Arrow calls that
-    release the GIL, so both cores work, and batches never leave the process. ``multi_processing`` works too
-    (pass ``--direct_running_mode=multi_processing``) but ships every batch over the gRPC data plane; on the
-    2-core reference machine it made ``bucket_cells`` about 2-3x slower, so it is not the default.
+    Default: one in-process worker. The hot paths are NumPy/Arrow/TensorFlow calls that use more than one core
+    by themselves, batches never leave the process, and on the 2-core reference machine this was the fastest
+    mode for ``bucket_cells`` (1M photos: as fast as two threads, 2-3x faster than two processes).
+    ``parallel`` asks for two SDK worker processes (``multi_processing``): isolated workers, but every batch
+    crosses the gRPC data plane. Two worker *threads* (``multi_threading``) are not used: in repeated
+    1M-photo runs they lost combiner partials about one run in four (the Beam 2.77 FnApiRunner; caught by
+    ``bucket_cells``' cells-vs-photos cross-check), while one worker and two processes never did.
     """
     args = list(pipeline_args)
     runner = _flag_value(args, "--runner")
@@ -108,7 +113,7 @@ def offline_pipeline_args(pipeline_args: Sequence[str] = (), parallel: bool = Tr
         if not _has_flag(args, "--direct_num_workers"):
             args.append(f"--direct_num_workers={2 if parallel else 1}")
         if not _has_flag(args, "--direct_running_mode"):
-            args.append(f"--direct_running_mode={'multi_threading' if parallel else 'in_memory'}")
+            args.append(f"--direct_running_mode={'multi_processing' if parallel else 'in_memory'}")
     return args
 
 
@@ -121,13 +126,13 @@ def _is_runner_arg(args: Sequence[str], i: int) -> bool:
     return i > 0 and args[i - 1] == "--runner"
 
 
-def pipeline_options(pipeline_args: Sequence[str] = (), parallel: bool = True) -> PipelineOptions:
+def pipeline_options(pipeline_args: Sequence[str] = (), parallel: bool = False) -> PipelineOptions:
     """``PipelineOptions`` from leftover command-line flags, with the offline defaults."""
     return PipelineOptions(offline_pipeline_args(pipeline_args, parallel=parallel))
 
 
 def parse_job_args(
-    parser: argparse.ArgumentParser, argv: Sequence[str] | None = None, parallel: bool = True
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None = None, parallel: bool = False
 ) -> tuple[argparse.Namespace, PipelineOptions]:
     """Split ``argv`` into the job's own flags and ``PipelineOptions`` (runner flags etc.), the same way for every job."""
     known, rest = parser.parse_known_args(argv)

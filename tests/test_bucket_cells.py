@@ -126,6 +126,7 @@ def test_missing_input_fails_at_launch_with_a_clear_error(tmp_path):
 
 def test_offline_defaults_never_pick_the_prism_runner():
     args = common.offline_pipeline_args(["--runner=DirectRunner"])
-    assert "--runner=FnApiRunner" in args and "--direct_num_workers=2" in args
-    assert "--direct_running_mode=multi_threading" in args
+    assert args == ["--runner=FnApiRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory"]
+    args = common.offline_pipeline_args(["--direct_num_workers=3"], parallel=True)
+    assert args == ["--direct_num_workers=3", "--runner=FnApiRunner", "--direct_running_mode=multi_processing"]
     assert common.offline_pipeline_args(["--runner", "DataflowRunner"]) == ["--runner", "DataflowRunner"]
