@@ -15,11 +15,14 @@ The API, in the order a job uses it:
   suspicious rows -> outputs ``valid`` (batches) and ``dead_letters`` (``schemas.DEAD_LETTERS`` dicts).
   ``ValidateRows`` is the same for PCollections of dict rows.
 - ``DropDuplicatePhotoIds(job)``: keeps the first occurrence of each photo_id (lowest ``ROW_KEY``: earliest file in
-  sorted order, then earliest row) and sends the others to the dead letters.
+  sorted order, then earliest row) and sends the others to the dead letters. For big inputs,
+  ``FindRepeatedPhotoIds(validate_with=...)`` on a second read + ``DropRepeatedPhotoIds`` keep the main batches
+  streaming instead of waiting materialized for the side input (``bucket_cells`` does this).
 - ``CountRowsOut(job)``, ``WriteBatchesToParquet(directory)``, ``WriteDeadLetters(directory, job)`` (the single place
   that counts dead letters by reason).
 - ``StagedOutput(final_dir)`` + ``run_job(pipeline, job, outputs)``: run, check rows in = rows out + dead letters,
-  then move each staged directory into place with its ``_SUCCESS`` marker and log one summary line.
+  then (optional ``before_commit(summary)`` hook for manifests and cross-checks) move each staged directory into
+  place with its ``_SUCCESS`` marker and log one summary line. Any failure before that removes the staging dirs.
 """
 
 from __future__ import annotations
