@@ -33,7 +33,14 @@ import pyarrow as pa
 
 from partition_gen.geo import latlng_to_xyz, xyz_to_latlng
 from schemas import columns as c
-from schemas.io import SUCCESS_MARKER, read_table, replace_directory_atomic, staging_path, write_table_atomic
+from schemas.io import (
+    SUCCESS_MARKER,
+    is_remote,
+    read_table,
+    replace_directory_atomic,
+    staging_path,
+    write_table_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -269,16 +276,12 @@ def _node_centres(node_n_images, node_xyz_sum, node_fallback_xyz) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- artifact I/O
 
 
-def _is_remote(path: str) -> bool:
-    return "://" in path
-
-
 def _join(path: str, name: str) -> str:
-    return path.rstrip("/") + "/" + name if _is_remote(path) else os.path.join(path, name)
+    return path.rstrip("/") + "/" + name if is_remote(path) else os.path.join(path, name)
 
 
 def _read_bytes(path: str) -> bytes:
-    if _is_remote(path):
+    if is_remote(path):
         from apache_beam.io.filesystems import FileSystems
 
         with FileSystems.open(path) as handle:
@@ -288,7 +291,7 @@ def _read_bytes(path: str) -> bytes:
 
 
 def _exists(path: str) -> bool:
-    if _is_remote(path):
+    if is_remote(path):
         from apache_beam.io.filesystems import FileSystems
 
         return FileSystems.exists(path)
@@ -341,7 +344,7 @@ def save_partitions(parts: Partitions, path: str) -> None:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **members)
     manifest = json.dumps(_manifest(parts), indent=2, sort_keys=True).encode()
-    if _is_remote(path):
+    if is_remote(path):
         from apache_beam.io.filesystems import FileSystems
 
         # Object stores have no directory rename: the _SUCCESS marker written last is the commit point.

@@ -14,7 +14,7 @@ Methods (``--methods``): the nightly default is NormalizedSum over every set of 
 "PlaNet", "SimpleSum[1-N]", "CPlaNet[1-2]", "CPlaNet[1-N]", "CPlaNet[1-N,PlaNet]") for ``pipelines.evaluate``;
 or name them, separated by ';'.
 
-Local (offline runner, both cores)::
+Local (offline runner)::
 
     python -m pipelines.batch_predict --manifest out/features --model out/model \\
         --partitions out/partitions --output out/predictions --run_date 2024-05-01

@@ -51,7 +51,7 @@ from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from schemas import DEAD_LETTERS, EMBEDDING_TYPE, Reason, row_problem
 from schemas import columns as c
-from schemas.io import SUCCESS_MARKER, replace_directory_atomic
+from schemas.io import SUCCESS_MARKER, is_remote, replace_directory_atomic
 
 LOG = logging.getLogger(__name__)
 
@@ -150,10 +150,6 @@ def local_pipeline(extra_args: Sequence[str] = (), parallel: bool = False) -> be
 # ----------------------------------------------------------------------------------------------- reading
 
 
-def _is_remote(path: str) -> bool:
-    return "://" in path
-
-
 def _is_table_file(path: str) -> bool:
     return path.endswith((".parquet", ".csv", ".csv.gz"))
 
@@ -177,7 +173,7 @@ def list_table_files(path: str) -> list[str]:
         return [path]
     directory = path.rstrip("/")
     if not FileSystems.exists(FileSystems.join(directory, SUCCESS_MARKER)):
-        if not FileSystems.exists(directory) and not _is_remote(directory):
+        if not FileSystems.exists(directory) and not is_remote(directory):
             raise FileNotFoundError(f"input {path} does not exist")
         raise IncompleteArtifactError(f"{path}: no {SUCCESS_MARKER} marker; the job that writes it did not finish")
     matches = FileSystems.match([FileSystems.join(directory, "*")])[0].metadata_list
@@ -716,7 +712,7 @@ class StagedOutput:
         self.path = f"{self.final}.staging-{uuid.uuid4().hex[:12]}"
 
     def commit(self) -> None:
-        if not _is_remote(self.final):
+        if not is_remote(self.final):
             os.makedirs(self.path, exist_ok=True)
             replace_directory_atomic(self.path, self.final)
             return

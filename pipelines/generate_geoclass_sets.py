@@ -14,7 +14,7 @@ Bad parameter sets (more classes than nodes, feature dimensions the cells do not
 configuration errors: the launcher refuses them before the pipeline starts, naming the set and the cells.
 Accounting: rows in = parameter sets read, rows out = sets written; there are no per-row dead letters.
 
-Run locally (offline runner, both cores)::
+Run locally (offline runner)::
 
     python -m pipelines.generate_geoclass_sets --cells out/cells --output out/geoclass_sets \\
         --n_classes 9969 --n_sampled 3 --seed 7 --planet 50,5000

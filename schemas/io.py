@@ -23,13 +23,14 @@ class IncompleteArtifactError(RuntimeError):
     """A directory artifact has no _SUCCESS marker (its job died or is still running)."""
 
 
-def _is_remote(path: str) -> bool:
+def is_remote(path: str) -> bool:
+    """A URI for Beam's FileSystems (``gs://``, ``s3://`` ...) rather than a local path."""
     return "://" in path
 
 
 def list_parquet_files(path: str) -> list[str]:
     """The Parquet files of an artifact: a file, a glob, or a completed directory of shards."""
-    if _is_remote(path):
+    if is_remote(path):
         from apache_beam.io.filesystems import FileSystems
 
         is_directory = not path.endswith(".parquet") and not any(ch in path for ch in "*?[")
@@ -56,7 +57,7 @@ def read_table(path: str, columns: list[str] | None = None) -> pa.Table:
     files = list_parquet_files(path)
     if not files:
         raise FileNotFoundError(f"{path}: no Parquet files")
-    if _is_remote(path):
+    if is_remote(path):
         from apache_beam.io.filesystems import FileSystems
 
         tables = []
@@ -70,7 +71,7 @@ def read_table(path: str, columns: list[str] | None = None) -> pa.Table:
 
 def write_table_atomic(table: pa.Table, path: str) -> None:
     """Write one Parquet file so that readers see the old file or the new one, never half of it."""
-    if _is_remote(path):
+    if is_remote(path):
         from apache_beam.io.filesystems import FileSystems
 
         # GCS object writes are atomic on close.
