@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -175,7 +176,9 @@ def triangulate_sphere(points: np.ndarray) -> SphericalTriangulation:
     if _on_one_circle(points):
         return _circle_triangulation(points)
     try:
-        hull = ConvexHull(points)
+        # Q5 skips Qhull's closing pass that measures how far any point lies outside the final facets
+        # (``max_outside``): facets, equations and vertices are the same, ~15% sooner.
+        hull = ConvexHull(points, qhull_options="Q5")
     except QhullError:
         hull = ConvexHull(points, qhull_options="QJ")  # near-degenerate input: joggle
     tri = hull.simplices.astype(np.int64)
@@ -187,20 +190,12 @@ def triangulate_sphere(points: np.ndarray) -> SphericalTriangulation:
     tri[flip] = tri[flip][:, [0, 2, 1]]
     centre = normals / np.linalg.norm(normals, axis=1, keepdims=True)
 
-    areas = np.zeros(n)
-    for k in range(3):
-        v0, v1, v2 = tri[:, k], tri[:, (k + 1) % 3], tri[:, (k + 2) % 3]
-        p0, p1, p2 = points[v0], points[v1], points[v2]
-        m01 = _normalise_rows(p0 + p1)
-        m20 = _normalise_rows(p2 + p0)
-        part = _signed_triangle_area(p0, m01, centre) + _signed_triangle_area(p0, centre, m20)
-        areas += np.bincount(v0, weights=part, minlength=n)
-    # A territory larger than a hemisphere comes out modulo 4π from the signed fan.
-    areas = np.mod(areas, FOUR_PI)
-
-    edges_a = np.concatenate([tri[:, 0], tri[:, 1], tri[:, 2]])
-    edges_b = np.concatenate([tri[:, 1], tri[:, 2], tri[:, 0]])
-    indptr, indices = _csr_from_edges(n, edges_a, edges_b)
+    # Territories and adjacency are independent NumPy work that mostly runs without the GIL: the areas go
+    # to a second thread (a second core when there is one) while this one builds the adjacency.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        areas_job = pool.submit(_voronoi_areas, points, tri, centre)
+        indptr, indices = _csr_from_oriented_triangles(n, tri)
+        areas = areas_job.result()
 
     on_hull = np.zeros(n, dtype=bool)
     on_hull[tri.ravel()] = True  # (hull.vertices would sort all simplices once more)
@@ -212,6 +207,40 @@ def triangulate_sphere(points: np.ndarray) -> SphericalTriangulation:
             "%d node(s) coincide with another node's site; joined to their nearest node", missing.size
         )
     return SphericalTriangulation(indptr, indices, areas)
+
+
+def _voronoi_areas(points: np.ndarray, tri: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """Each vertex's Voronoi territory: the signed fan of its kites over its counter-clockwise triangles."""
+    n = len(points)
+    areas = np.zeros(n)
+    for k in range(3):
+        v0, v1, v2 = tri[:, k], tri[:, (k + 1) % 3], tri[:, (k + 2) % 3]
+        p0, p1, p2 = points[v0], points[v1], points[v2]
+        m01 = _normalise_rows(p0 + p1)
+        m20 = _normalise_rows(p2 + p0)
+        part = _signed_triangle_area(p0, m01, centre) + _signed_triangle_area(p0, centre, m20)
+        areas += np.bincount(v0, weights=part, minlength=n)
+    # A territory larger than a hemisphere comes out modulo 4π from the signed fan.
+    return np.mod(areas, FOUR_PI)
+
+
+def _csr_from_oriented_triangles(n: int, tri: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric adjacency of a closed triangulation whose triangles all turn the same way.
+
+    There every edge lies in two triangles that run along it in opposite directions, so the 3T directed
+    edges (a→b, b→c, c→a) are distinct and already hold both directions of each edge: half the keys of
+    symmetrising them. Should any directed edge repeat (an inconsistently oriented, near-flat facet), the
+    premise fails and the edges are symmetrised explicitly.
+    """
+    src = tri.ravel()
+    dst = tri[:, [1, 2, 0]].ravel()
+    keys = src * n + dst
+    keys.sort()
+    if keys.size and (keys[1:] == keys[:-1]).any():
+        return _csr_from_edges(n, src, dst)
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(keys // n, minlength=n), out=indptr[1:])
+    return indptr, (keys % n).astype(np.int32)
 
 
 def _attach_missing(points, vertices, missing, indptr, indices):

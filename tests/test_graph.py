@@ -165,3 +165,46 @@ def test_feature_means_can_join_after_the_hull():
     np.testing.assert_array_equal(joined.indices, full.indices)
     with pytest.raises(ValueError, match="expected"):
         with_feature_means(bare, full.features[:-1])
+
+
+def _symmetric_adjacency_reference(n, triangles):
+    """Plain networkx adjacency of the triangles' edges, as sorted neighbour lists."""
+    g = nx.Graph()
+    g.add_nodes_from(range(n))
+    for a, b, c_ in triangles.tolist():
+        g.add_edges_from([(a, b), (b, c_), (c_, a)])
+    return [sorted(g.neighbors(i)) for i in range(n)]
+
+
+@pytest.mark.parametrize("flip_one", [False, True])
+def test_adjacency_from_oriented_triangles_matches_symmetrised_edges(flip_one):
+    """The half-size CSR of oriented triangles (and its fallback when one triangle is flipped) is the
+    symmetric adjacency, here of a default-options Qhull hull oriented independently."""
+    from scipy.spatial import ConvexHull
+
+    from partition_gen.graph import _csr_from_oriented_triangles
+
+    p = _unit(np.random.default_rng(11).normal(size=(500, 3)))
+    hull = ConvexHull(p)
+    tri = hull.simplices.copy()
+    a, b, c_ = p[tri[:, 0]], p[tri[:, 1]], p[tri[:, 2]]
+    clockwise = np.einsum("ij,ij->i", np.cross(b - a, c_ - a), a + b + c_) < 0
+    tri[clockwise] = tri[clockwise][:, [0, 2, 1]]
+    if flip_one:
+        tri[0] = tri[0, [0, 2, 1]]
+    indptr, indices = _csr_from_oriented_triangles(len(p), tri.astype(np.int64))
+    got = [indices[indptr[i] : indptr[i + 1]].tolist() for i in range(len(p))]
+    assert got == _symmetric_adjacency_reference(len(p), hull.simplices)
+
+
+def test_triangulation_equals_default_qhull_options_on_s2_cell_centres():
+    """Qhull option Q5 (skip the max_outside pass) must not change the hull: same adjacency as a
+    default-options hull, on near-cocircular S2 cell centres."""
+    from scipy.spatial import ConvexHull
+
+    rng = np.random.default_rng(4)
+    ids = np.unique(s2cells.latlng_to_cell_ids(rng.uniform(40, 41, 3000), rng.uniform(10, 11, 3000), 14))
+    p = _unit(np.concatenate([s2cells.cell_center_xyz(ids), rng.normal(size=(200, 3))]))
+    tri = triangulate_sphere(p)
+    got = [tri.neighbours(i).tolist() for i in range(len(p))]
+    assert got == _symmetric_adjacency_reference(len(p), ConvexHull(p).simplices)
