@@ -14,7 +14,7 @@ image-weighted mean (kept as a sum: cosine similarity does not care about scale)
 normalised xyz sum and its neighbours the union. Ties are broken deterministically: lowest (score, node
 index) first, then smallest (weight, neighbour index). Merging stops at exactly ``n_classes`` nodes.
 
-Data structures: a binary heap of (score, node) with lazy invalidation (an entry is stale when its node
+Data structures: a binary heap of (score, node) (packed into one int) with lazy invalidation (an entry is stale when its node
 is dead or its score changed; scores only grow), a NumPy array of feature sums, typed arrays for the
 per-node scalars, duplicate-free Python lists for the live adjacency (planar, so short on average) updated
 in place, and a parent-pointer forest resolved at the end. Pure NumPy; no Beam or TensorFlow here.
@@ -144,7 +144,13 @@ def merge_nodes(
         norms = _typed("d", np.sqrt(np.einsum("ij,ij->i", feat, feat, dtype=np.float64)))
         take = feat.take
 
-    heap = list(zip(initial.tolist(), range(n)))
+    # Heap entries are single ints ``score_bits << shift | node``: scores are positive doubles, whose IEEE
+    # bit patterns order like their values, so the ints order exactly like (score, node) tuples and compare
+    # about three times faster. ``score_bits`` reads the bits of ``score`` in place.
+    score_bits = memoryview(score).cast("B").cast("q")
+    shift = max(1, (n - 1).bit_length())
+    node_mask = (1 << shift) - 1
+    heap = [(bits << shift) | node for node, bits in enumerate(initial.view(np.int64).tolist())]
     heapq.heapify(heap)
     merges = [] if record_merges else None
     to_do = n - n_classes
@@ -152,8 +158,9 @@ def merge_nodes(
     bar = _progress_bar(to_do, name) if progress else None
     heappop, heappush, asin, sqrt, pi = heapq.heappop, heapq.heappush, math.asin, math.sqrt, math.pi
     while done < to_do:
-        s, u = heappop(heap)
-        if not alive[u] or s != score[u]:
+        key = heappop(heap)
+        u = key & node_mask
+        if not alive[u] or key >> shift != score_bits[u]:
             continue  # stale entry
         nbrs = adjacency[u]
         if not nbrs:
@@ -224,7 +231,7 @@ def merge_nodes(
         adjacency[u] = None
         new = a1 * (img[v] / t1) + a2 * (plus[v] / t2) + a3 * (s2[v] / t3)
         score[v] = new
-        heappush(heap, (new, v))
+        heappush(heap, (score_bits[v] << shift) | v)
         if merges is not None:
             merges.append((u, v))
         done += 1
