@@ -208,3 +208,16 @@ def test_triangulation_equals_default_qhull_options_on_s2_cell_centres():
     tri = triangulate_sphere(p)
     got = [tri.neighbours(i).tolist() for i in range(len(p))]
     assert got == _symmetric_adjacency_reference(len(p), ConvexHull(p).simplices)
+
+
+@pytest.mark.parametrize("options", ["Q5", "QJ"])
+def test_hull_facets_are_those_of_convexhull(options):
+    """The direct Qhull call gives ConvexHull's simplices and facet planes bit for bit."""
+    from scipy.spatial import ConvexHull
+
+    from partition_gen.graph import _hull_facets
+
+    p = _unit(np.random.default_rng(7).normal(size=(3000, 3)))
+    simplices, equations = _hull_facets(p, options)
+    hull = ConvexHull(p, qhull_options=options)
+    assert np.array_equal(simplices, hull.simplices) and np.array_equal(equations, hull.equations)
