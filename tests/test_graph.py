@@ -221,3 +221,11 @@ def test_hull_facets_are_those_of_convexhull(options):
     simplices, equations = _hull_facets(p, options)
     hull = ConvexHull(p, qhull_options=options)
     assert np.array_equal(simplices, hull.simplices) and np.array_equal(equations, hull.equations)
+
+
+def test_chunked_cell_centres_equal_one_call():
+    from partition_gen.graph import _cell_centres
+
+    rng = np.random.default_rng(9)
+    ids = np.unique(s2cells.latlng_to_cell_ids(rng.uniform(-90, 90, 5000), rng.uniform(-180, 180, 5000), 14))
+    assert np.array_equal(_cell_centres(ids, chunk=700), s2cells.cell_center_xyz(ids))
