@@ -190,7 +190,10 @@ def merge_nodes(
                     denom = norms[w] * nu
                     weight = b1 * (1.0 - (sim / denom if denom > 0 else 0.0))
                     dx, dy, dz = cx[w] - ux, cy[w] - uy, cz[w] - uz
-                    weight += b2 * (2.0 * asin(min(sqrt(dx * dx + dy * dy + dz * dz) * 0.5, 1.0)) / pi)
+                    half_chord = sqrt(dx * dx + dy * dy + dz * dz) * 0.5
+                    if half_chord > 1.0:  # rounding; as min(half_chord, 1.0) without the call
+                        half_chord = 1.0
+                    weight += b2 * (2.0 * asin(half_chord) / pi)
                     if weight < best or (weight == best and w < v):
                         best, v = weight, w
             else:
