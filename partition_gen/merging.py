@@ -29,6 +29,7 @@ import logging
 import math
 from array import array
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 
@@ -126,32 +127,31 @@ def merge_nodes(
     score = _typed("d", initial)
     alive = bytearray(b"\x01") * n
     parent = np.arange(n, dtype=np.int64)
-    adjacency = _adjacency_lists(graph)
-
-    # Centres and norms live in typed arrays too: per merge only a handful of scalars change, and their
-    # element access is several times cheaper than NumPy's in this loop.
-    if b2 > 0:
-        cx, cy, cz = (_typed("d", col) for col in graph.centres().T)
-        sx, sy, sz = (_typed("d", col) for col in graph.xyz_sum.T)
     feat = norms = None
-    if b1 > 0:
-        if feature_dims is None:
-            feat = graph.features if in_place else graph.features.copy()
-        else:
-            feat = graph.features[:, _checked_dims(feature_dims, graph)]
-        # Sums, not means: cosine similarity is scale-free and a sum merges by one addition.
-        feat *= graph.n_images[:, None].astype(feat.dtype)
-        norms = _typed("d", np.sqrt(np.einsum("ij,ij->i", feat, feat, dtype=np.float64)))
-        take = feat.take
-
-    # Heap entries are single ints ``score_bits << shift | node``: scores are positive doubles, whose IEEE
-    # bit patterns order like their values, so the ints order exactly like (score, node) tuples and compare
-    # about three times faster. ``score_bits`` reads the bits of ``score`` in place.
-    score_bits = memoryview(score).cast("B").cast("q")
-    shift = max(1, (n - 1).bit_length())
-    node_mask = (1 << shift) - 1
-    heap = [(bits << shift) | node for node, bits in enumerate(initial.view(np.int64).tolist())]
-    heapq.heapify(heap)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # The feature sums are NumPy work that runs without the GIL, on the other core while this thread
+        # builds the Python adjacency lists and the heap.
+        if b1 > 0:
+            dims = None if feature_dims is None else _checked_dims(feature_dims, graph)
+            features_job = pool.submit(_feature_sums_and_norms, graph, dims, in_place)
+        adjacency = _adjacency_lists(graph)
+        # Centres live in typed arrays too: per merge only a handful of scalars change, and their element
+        # access is several times cheaper than NumPy's in this loop.
+        if b2 > 0:
+            cx, cy, cz = (_typed("d", col) for col in graph.centres().T)
+            sx, sy, sz = (_typed("d", col) for col in graph.xyz_sum.T)
+        # Heap entries are single ints ``score_bits << shift | node``: scores are positive doubles, whose
+        # IEEE bit patterns order like their values, so the ints order exactly like (score, node) tuples
+        # and compare about three times faster. ``score_bits`` reads the bits of ``score`` in place.
+        score_bits = memoryview(score).cast("B").cast("q")
+        shift = max(1, (n - 1).bit_length())
+        node_mask = (1 << shift) - 1
+        heap = [(bits << shift) | node for node, bits in enumerate(initial.view(np.int64).tolist())]
+        heapq.heapify(heap)
+        if b1 > 0:
+            feat, norms_array = features_job.result()
+            norms = _typed("d", norms_array)  # typed, like the centres
+            take = feat.take
     merges = [] if record_merges else None
     to_do = n - n_classes
     done = 0
@@ -249,6 +249,19 @@ def merge_nodes(
         n_classes=int(labels.max()) + 1,
         merges=np.asarray(merges, dtype=np.int64).reshape(-1, 2) if merges is not None else None,
     )
+
+
+def _feature_sums_and_norms(
+    graph: InitialGraph, dims: np.ndarray | None, in_place: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-node feature sums (restricted to ``dims``) and their float64 norms."""
+    if dims is None:
+        feat = graph.features if in_place else graph.features.copy()
+    else:
+        feat = graph.features[:, dims]
+    # Sums, not means: cosine similarity is scale-free and a sum merges by one addition.
+    feat *= graph.n_images[:, None].astype(feat.dtype)
+    return feat, np.sqrt(np.einsum("ij,ij->i", feat, feat, dtype=np.float64))
 
 
 def _checked_dims(feature_dims: Sequence[int], graph: InitialGraph) -> np.ndarray:
