@@ -213,10 +213,17 @@ def triangulate_sphere(points: np.ndarray) -> SphericalTriangulation:
 
     # Territories and adjacency are independent NumPy work that mostly runs without the GIL: the areas go
     # to a second thread (a second core when there is one) while this one builds the adjacency.
+    # Each corner k of the triangles adds one fan part to the areas; the parts are summed in the order
+    # k = 0, 1, 2 whichever thread computed them, so the sums are those of one sequential loop.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        areas_job = pool.submit(_voronoi_areas, points, tri, centre)
+        first_parts = [pool.submit(_voronoi_area_part, points, tri, centre, k) for k in (0, 1)]
         indptr, indices = _csr_from_oriented_triangles(n, tri)
-        areas = areas_job.result()
+        last_part = _voronoi_area_part(points, tri, centre, 2)
+        areas = np.zeros(n)
+        for part in [job.result() for job in first_parts] + [last_part]:
+            areas += part
+    # A territory larger than a hemisphere comes out modulo 4π from the signed fan.
+    areas = np.mod(areas, FOUR_PI)
 
     on_hull = np.zeros(n, dtype=bool)
     on_hull[tri.ravel()] = True  # (hull.vertices would sort all simplices once more)
@@ -230,19 +237,15 @@ def triangulate_sphere(points: np.ndarray) -> SphericalTriangulation:
     return SphericalTriangulation(indptr, indices, areas)
 
 
-def _voronoi_areas(points: np.ndarray, tri: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """Each vertex's Voronoi territory: the signed fan of its kites over its counter-clockwise triangles."""
-    n = len(points)
-    areas = np.zeros(n)
-    for k in range(3):
-        v0, v1, v2 = tri[:, k], tri[:, (k + 1) % 3], tri[:, (k + 2) % 3]
-        p0, p1, p2 = points[v0], points[v1], points[v2]
-        m01 = _normalise_rows(p0 + p1)
-        m20 = _normalise_rows(p2 + p0)
-        part = _signed_triangle_area(p0, m01, centre) + _signed_triangle_area(p0, centre, m20)
-        areas += np.bincount(v0, weights=part, minlength=n)
-    # A territory larger than a hemisphere comes out modulo 4π from the signed fan.
-    return np.mod(areas, FOUR_PI)
+def _voronoi_area_part(points: np.ndarray, tri: np.ndarray, centre: np.ndarray, k: int) -> np.ndarray:
+    """Corner ``k``'s share of each vertex's Voronoi territory: for every counter-clockwise triangle, the
+    kite (vertex, midpoint to the next vertex, circumcentre, midpoint to the previous vertex) at corner k."""
+    v0, v1, v2 = tri[:, k], tri[:, (k + 1) % 3], tri[:, (k + 2) % 3]
+    p0, p1, p2 = points[v0], points[v1], points[v2]
+    m01 = _normalise_rows(p0 + p1)
+    m20 = _normalise_rows(p2 + p0)
+    part = _signed_triangle_area(p0, m01, centre) + _signed_triangle_area(p0, centre, m20)
+    return np.bincount(v0, weights=part, minlength=len(points))
 
 
 def _csr_from_oriented_triangles(n: int, tri: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
