@@ -136,8 +136,9 @@ def _check_resumable(state: Mapping, params: hp.HParams, binding: inputs.SetsBin
 class EpochScalars(keras.callbacks.Callback):
     """Epoch metrics as TensorBoard scalars (train/ and validation/ runs, tags ``epoch_<metric>``).
 
-    Keras' own TensorBoard callback needs the ``tensorboard`` package, which the pinned environment lacks;
-    ``tf.summary.write`` with the scalars plugin metadata writes the same event files without it.
+    The fallback where the ``tensorboard`` package (pinned in requirements.txt) is not installed: Keras' own
+    TensorBoard callback needs it, while ``tf.summary.write`` with the scalars plugin metadata writes the same
+    event files without it.
     """
 
     def __init__(self, log_dir: str):
