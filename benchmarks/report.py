@@ -30,14 +30,10 @@ def _fmt(value) -> str:
 
 
 def accuracy_table(block: dict) -> str:
-    """A Markdown table like the paper's Table 2: one row per method, accuracy [%] per threshold."""
-    thresholds = block["thresholds_km"]
-    lines = ["| Models | " + " | ".join(f"{t} km" for t in thresholds) + " |"]
-    lines.append("|---|" + "---:|" * len(thresholds))
-    for name, row in block["methods"].items():
-        acc = row["accuracy"]
-        lines.append(f"| {name} | " + " | ".join(f"{100 * acc[str(t)]:.1f}" for t in thresholds) + " |")
-    return "\n".join(lines)
+    """A Markdown table like the paper's Table 2 (paper row order, best value per column in bold)."""
+    from partition_gen.evaluation import to_markdown
+
+    return to_markdown(block, "Geolocational accuracies [%]").strip()
 
 
 def _is_accuracy_block(value) -> bool:
