@@ -76,3 +76,15 @@ def test_resume_skips_complete_stages(chain, caplog):
                  "--config", str(chain["workdir"].parent / "config.json"), "--resume"])
     skipped = [r.getMessage() for r in caplog.records if "skipped (--resume)" in r.getMessage()]
     assert len(skipped) == 6, skipped  # every stage but the evaluation, which always reruns
+
+
+def test_figure4_command_draws_the_chosen_photo(chain, tmp_path):
+    from pipelines import draw_figure4
+
+    photo_id = pq.read_table(chain["test"]).column(c.PHOTO_ID)[5].as_py()
+    out = tmp_path / "fig.png"
+    assert draw_figure4.run(["--workdir", str(chain["workdir"]), "--features", str(chain["test"]),
+                             "--photo_id", photo_id, "--out", str(out)]) == str(out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    with pytest.raises(SystemExit, match="not in"):
+        draw_figure4.run(["--workdir", str(chain["workdir"]), "--features", str(chain["test"]), "--photo_id", "nope"])
