@@ -138,8 +138,23 @@ def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args:
     os.makedirs(workdir, exist_ok=True)
     n_train = count_rows(train)
     config = scaled_defaults(config, n_train)
-    with open(os.path.join(workdir, "run_config.json"), "w") as f:
-        json.dump({"train": train, "test": test, "n_train_rows": n_train, **dataclasses.asdict(config)}, f, indent=2)
+    record = {"train": train, "test": test, "n_train_rows": n_train, **dataclasses.asdict(config)}
+    record_path = os.path.join(workdir, "run_config.json")
+    if resume and os.path.exists(record_path):
+        with open(record_path) as f:
+            previous = json.load(f)
+        # Only the stages after training read TEST and the figure choice; everything else shapes artifacts
+        # that --resume would keep, so a change there must start afresh rather than mix two runs.
+        changed = sorted(k for k in record if k not in ("test", "figure_photo_id", "methods", "top_k")
+                         and previous.get(k) != record[k])
+        if changed:
+            differences = ", ".join(f"{k}: {previous.get(k)!r} -> {record[k]!r}" for k in changed)
+            raise SystemExit(
+                f"--resume: {workdir} was built with other settings ({differences}); "
+                "use a new --workdir or drop --resume"
+            )
+    with open(record_path, "w") as f:
+        json.dump(record, f, indent=2)
     LOG.info("run config (scaled to %d training rows): %s", n_train, dataclasses.asdict(config))
 
     path = {name: os.path.join(workdir, name) for name in
