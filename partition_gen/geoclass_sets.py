@@ -36,7 +36,16 @@ from partition_gen.merging import merge_nodes
 from partition_gen.params import MERGE, PLANET, GeoclassSetSpec, check_unique_names
 from partition_gen.planet import planet_labels
 from schemas import columns as c
-from schemas.io import SUCCESS_MARKER, replace_directory_atomic, staging_path, write_table_atomic
+from schemas.io import (
+    SUCCESS_MARKER,
+    is_remote,
+    join_path,
+    open_for_read,
+    path_exists,
+    replace_directory_atomic,
+    staging_path,
+    write_table_atomic,
+)
 from schemas.tables import GEOCLASS_CLASSES, SchemaError
 
 log = logging.getLogger(__name__)
@@ -258,7 +267,7 @@ def _needs_features(specs: Sequence[GeoclassSetSpec]) -> bool:
 def save_geoclass_sets(sets: GeoclassSets, path: str, *, maps: bool = True) -> None:
     """Write the artifact atomically (staging directory renamed into place, ``_SUCCESS`` inside)."""
     sets.validate()
-    if "://" in path:
+    if is_remote(path):
         _save_remote(sets, path)
         return
     staging = staging_path(path)
@@ -297,36 +306,26 @@ def _save_remote(sets: GeoclassSets, path: str) -> None:
         marker.write(b"")
 
 
-def _open(path: str, mode: str = "rb"):
-    if "://" in path:
-        from apache_beam.io.filesystems import FileSystems
-
-        return FileSystems.open(path)
-    return open(path, mode)
-
-
 def load_geoclass_sets(path: str) -> GeoclassSets:
     """Read and validate a geoclass-sets artifact; a missing marker or any inconsistency is an error."""
     import pyarrow.parquet as pq
 
     from schemas.io import IncompleteArtifactError
 
-    join = (
-        (lambda name: f"{path.rstrip('/')}/{name}")
-        if "://" in path
-        else (lambda name: os.path.join(path, name))
-    )
-    if "://" not in path and not os.path.exists(join(SUCCESS_MARKER)):
+    def join(name: str) -> str:
+        return join_path(path, name)
+
+    if not path_exists(join(SUCCESS_MARKER)):
         raise IncompleteArtifactError(
             f"{path}: no {SUCCESS_MARKER} marker; the geoclass sets were not completely written"
         )
-    with _open(join(SETS_JSON)) as handle:
+    with open_for_read(join(SETS_JSON)) as handle:
         manifest = json.loads(handle.read())
     if manifest.get("format") != FORMAT:
         raise SchemaError(
             f"{path}/{SETS_JSON}: format {manifest.get('format')!r}, this code reads format {FORMAT}"
         )
-    with _open(join(ASSIGNMENTS)) as handle:
+    with open_for_read(join(ASSIGNMENTS)) as handle:
         table = pq.read_table(handle)
     names = [s["name"] for s in manifest["sets"]]
     for col in [c.CELL_ID, c.N_IMAGES, c.X_SUM, c.Y_SUM, c.Z_SUM] + [c.class_column(n) for n in names]:
@@ -367,7 +366,7 @@ def load_geoclass_sets(path: str) -> GeoclassSets:
 def _check_classes_file(sets: GeoclassSets, classes_path: str, path: str) -> None:
     import pyarrow.parquet as pq
 
-    with _open(classes_path) as handle:
+    with open_for_read(classes_path) as handle:
         got = pq.read_table(handle)
     want = sets.classes_table()
     for column in (c.SET_ID, c.CLASS_ID, c.N_IMAGES, c.N_NODES):

@@ -36,6 +36,9 @@ from schemas import columns as c
 from schemas.io import (
     SUCCESS_MARKER,
     is_remote,
+    join_path,
+    path_exists,
+    read_bytes,
     read_table,
     replace_directory_atomic,
     staging_path,
@@ -276,28 +279,6 @@ def _node_centres(node_n_images, node_xyz_sum, node_fallback_xyz) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- artifact I/O
 
 
-def _join(path: str, name: str) -> str:
-    return path.rstrip("/") + "/" + name if is_remote(path) else os.path.join(path, name)
-
-
-def _read_bytes(path: str) -> bytes:
-    if is_remote(path):
-        from apache_beam.io.filesystems import FileSystems
-
-        with FileSystems.open(path) as handle:
-            return handle.read()
-    with open(path, "rb") as handle:
-        return handle.read()
-
-
-def _exists(path: str) -> bool:
-    if is_remote(path):
-        from apache_beam.io.filesystems import FileSystems
-
-        return FileSystems.exists(path)
-    return os.path.exists(path)
-
-
 def _table(parts: Partitions) -> pa.Table:
     lat, lng = parts.centers_latlng()
     data = {c.PARTITION_ID: pa.array(np.arange(parts.n_partitions, dtype=np.int64))}
@@ -348,11 +329,11 @@ def save_partitions(parts: Partitions, path: str) -> None:
         from apache_beam.io.filesystems import FileSystems
 
         # Object stores have no directory rename: the _SUCCESS marker written last is the commit point.
-        if FileSystems.exists(_join(path, SUCCESS_MARKER)):
-            FileSystems.delete([_join(path, SUCCESS_MARKER)])
-        write_table_atomic(_table(parts), _join(path, PARTITIONS_FILE))
+        if FileSystems.exists(join_path(path, SUCCESS_MARKER)):
+            FileSystems.delete([join_path(path, SUCCESS_MARKER)])
+        write_table_atomic(_table(parts), join_path(path, PARTITIONS_FILE))
         for name, blob in ((MEMBERS_FILE, buffer.getvalue()), (MANIFEST_FILE, manifest), (SUCCESS_MARKER, b"")):
-            with FileSystems.create(_join(path, name)) as handle:
+            with FileSystems.create(join_path(path, name)) as handle:
                 handle.write(blob)
         return
     staging = staging_path(path)
@@ -366,9 +347,9 @@ def save_partitions(parts: Partitions, path: str) -> None:
 
 
 def read_partitions_manifest(path: str) -> dict:
-    if not _exists(_join(path, SUCCESS_MARKER)):
+    if not path_exists(join_path(path, SUCCESS_MARKER)):
         raise FileNotFoundError(f"{path}: no complete partitions artifact ({SUCCESS_MARKER} marker missing)")
-    manifest = json.loads(_read_bytes(_join(path, MANIFEST_FILE)))
+    manifest = json.loads(read_bytes(join_path(path, MANIFEST_FILE)))
     if manifest.get("format") != FORMAT:
         raise PartitionsMismatchError(f"{path}: partitions format {manifest.get('format')}, this code reads {FORMAT}")
     return manifest
@@ -383,8 +364,8 @@ def load_partitions(path: str, expected_sets_checksum: str | None = None) -> Par
             f"but the expected sets have checksum {expected_sets_checksum}"
         )
     names = tuple(manifest["set_names"])
-    table = read_table(_join(path, PARTITIONS_FILE))
-    members = np.load(io.BytesIO(_read_bytes(_join(path, MEMBERS_FILE))))
+    table = read_table(join_path(path, PARTITIONS_FILE))
+    members = np.load(io.BytesIO(read_bytes(join_path(path, MEMBERS_FILE))))
     if table.num_rows != manifest["n_partitions"]:
         raise PartitionsMismatchError(
             f"{path}: {PARTITIONS_FILE} has {table.num_rows} rows, manifest says {manifest['n_partitions']}"
@@ -457,15 +438,15 @@ def check_model_matches(parts: Partitions, model_manifest: Mapping, model_path: 
 
 def build_partitions_from_artifact(sets_dir: str, set_names: Sequence[str] | None = None) -> Partitions:
     """Build the partitions of a geoclass-sets artifact (``sets.json`` + ``assignments.parquet``)."""
-    if not _exists(_join(sets_dir, SUCCESS_MARKER)):
+    if not path_exists(join_path(sets_dir, SUCCESS_MARKER)):
         raise FileNotFoundError(f"{sets_dir}: geoclass sets are incomplete ({SUCCESS_MARKER} marker missing)")
-    meta = json.loads(_read_bytes(_join(sets_dir, SETS_FILE)))
+    meta = json.loads(read_bytes(join_path(sets_dir, SETS_FILE)))
     all_names = [s["name"] for s in meta["sets"]]
     names = list(set_names) if set_names is not None else all_names
     unknown = [n for n in names if n not in all_names]
     if unknown:
         raise PartitionsMismatchError(f"{sets_dir} has no geoclass sets {unknown} (it has: {', '.join(all_names)})")
-    table = read_table(_join(sets_dir, ASSIGNMENTS_FILE))
+    table = read_table(join_path(sets_dir, ASSIGNMENTS_FILE))
     if table.num_rows != meta["n_nodes"]:
         raise PartitionsMismatchError(f"{sets_dir}: {ASSIGNMENTS_FILE} has {table.num_rows} nodes, sets.json says {meta['n_nodes']}")
 

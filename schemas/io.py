@@ -28,6 +28,33 @@ def is_remote(path: str) -> bool:
     return "://" in path
 
 
+def join_path(path: str, name: str) -> str:
+    """``path/name`` for local paths and URIs alike."""
+    return f"{path.rstrip('/')}/{name}" if is_remote(path) else os.path.join(path, name)
+
+
+def path_exists(path: str) -> bool:
+    if is_remote(path):
+        from apache_beam.io.filesystems import FileSystems
+
+        return FileSystems.exists(path)
+    return os.path.exists(path)
+
+
+def open_for_read(path: str):
+    """A binary file handle, local or through Beam's FileSystems (``gs://``)."""
+    if is_remote(path):
+        from apache_beam.io.filesystems import FileSystems
+
+        return FileSystems.open(path)
+    return open(path, "rb")
+
+
+def read_bytes(path: str) -> bytes:
+    with open_for_read(path) as handle:
+        return handle.read()
+
+
 def list_parquet_files(path: str) -> list[str]:
     """The Parquet files of an artifact: a file, a glob, or a completed directory of shards."""
     if is_remote(path):

@@ -185,3 +185,17 @@ def test_bad_specs_are_refused_naming_the_set(cells):
         generate_geoclass_sets(cells, [GeoclassSetSpec("s", n_classes=5, feature_dims=(1, 40))])
     with pytest.raises(ValueError, match="repeated: set1"):
         generate_geoclass_sets(cells, fixed_specs(5) + fixed_specs(5)[:1])
+
+
+def test_a_remote_artifact_without_its_marker_is_refused(monkeypatch):
+    """gs:// artifacts get the same completeness check as local ones (the marker is looked up, not assumed)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from partition_gen.geoclass_sets import load_geoclass_sets
+    from schemas.io import IncompleteArtifactError
+
+    asked = []
+    monkeypatch.setattr(FileSystems, "exists", staticmethod(lambda p: asked.append(p) or False))
+    with pytest.raises(IncompleteArtifactError, match="_SUCCESS"):
+        load_geoclass_sets("gs://bucket/sets")
+    assert asked == ["gs://bucket/sets/_SUCCESS"]
