@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import json
 
-import keras
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 from PIL import Image
 
 from pipelines import bucket_cells, extract_features
 from schemas import DEAD_LETTERS, Reason, check_columns
 from schemas import columns as c
 from schemas.io import SUCCESS_MARKER, read_table
-from trainer.backbone import build_backbone
 
 DIM = 4
 NAN = float("nan")
@@ -102,14 +99,6 @@ def test_text_manifest_values_that_are_not_numbers(tmp_path):
         ("d", Reason.NAN_LATLNG),
         ("e", Reason.NAN_EMBEDDING),
     ]
-
-
-@pytest.fixture(scope="module")
-def backbone_path(tmp_path_factory):
-    keras.utils.set_random_seed(0)
-    path = tmp_path_factory.mktemp("model") / "backbone.keras"
-    build_backbone(None).save(path)
-    return path
 
 
 def test_extract_features_dead_letters_every_bad_image_row(tmp_path, backbone_path):

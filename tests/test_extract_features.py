@@ -16,15 +16,6 @@ from pipelines import extract_features as ef
 from schemas import FEATURES, Reason, check_columns
 from schemas import columns as c
 from schemas.io import read_table
-from trainer.backbone import build_backbone
-
-
-@pytest.fixture(scope="module")
-def backbone_path(tmp_path_factory):
-    keras.utils.set_random_seed(3)
-    path = tmp_path_factory.mktemp("model") / "backbone.keras"
-    build_backbone(None).save(path)
-    return path
 
 
 def _image(rng, size, mode="RGB") -> Image.Image:
