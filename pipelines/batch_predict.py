@@ -63,11 +63,11 @@ from pipelines.common import (
     batch_row,
     dead_letter,
     parse_job_args,
+    row_problems,
     run_job,
-    suspicious_rows,
     table_schema,
 )
-from schemas import PREDICTIONS, Reason, row_problem
+from schemas import PREDICTIONS, Reason
 from schemas import columns as c
 
 LOG = logging.getLogger(__name__)
@@ -158,33 +158,22 @@ def _output_keys(model) -> list[str]:
 # ------------------------------------------------------------------------------------------------- inputs
 
 
-def _without_locations(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """The batch with lat/lng set to 0: prediction does not need locations, so they must not dead-letter a row."""
-    zeros = pa.array(np.zeros(batch.num_rows), type=pa.float64())
-    names = [n for n in batch.schema.names if n not in (c.LAT, c.LNG)]
-    return pa.RecordBatch.from_arrays([batch.column(n) for n in names] + [zeros, zeros], names=names + [c.LAT, c.LNG])
-
-
 class _ValidateForPredictionFn(beam.DoFn):
     def __init__(self, kind: str, embedding_dim: int):
         self._kind, self._dim = kind, embedding_dim
 
     def process(self, batch: pa.RecordBatch):
-        check = _without_locations(batch)
         need_embedding = self._kind == FEATURES
-        suspects = suspicious_rows(check, self._dim if need_embedding else None, need_embedding)
+        problems = row_problems(batch, self._dim if need_embedding else None, need_embedding, need_location=False)
         if self._kind == IMAGES:
-            uri = check.column(c.IMAGE_URI)
-            suspects |= pc.fill_null(pc.equal(uri, ""), True).to_numpy(zero_copy_only=False)
+            uris = batch.column(c.IMAGE_URI)
+            empty = pc.fill_null(pc.equal(uris, ""), True).to_numpy(zero_copy_only=False)
+            for i in np.flatnonzero(empty):
+                problems.setdefault(int(i), (Reason.MISSING_FILE, "image_uri is empty"))
         keep = np.ones(batch.num_rows, dtype=bool)
-        for i in np.flatnonzero(suspects):
-            row = batch_row(check, int(i))
-            problem = row_problem(row, embedding_dim=self._dim, need_embedding=need_embedding)
-            if problem is None and self._kind == IMAGES and not row.get(c.IMAGE_URI):
-                problem = (Reason.MISSING_FILE, "image_uri is empty")
-            if problem is not None:
-                keep[i] = False
-                yield beam.pvalue.TaggedOutput(DEAD, dead_letter(JOB, problem[0], problem[1], batch_row(batch, int(i))))
+        for i, (reason, detail) in problems.items():
+            keep[i] = False
+            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(JOB, reason, detail, batch_row(batch, i)))
         if keep.any():
             yield batch.filter(pa.array(keep))
 

@@ -373,7 +373,9 @@ def batch_row(batch: pa.RecordBatch, index: int) -> dict:
     return batch.slice(index, 1).to_pylist()[0]
 
 
-def suspicious_rows(batch: pa.RecordBatch, embedding_dim: int | None = None, need_embedding: bool = False) -> np.ndarray:
+def suspicious_rows(
+    batch: pa.RecordBatch, embedding_dim: int | None = None, need_embedding: bool = False, need_location: bool = True
+) -> np.ndarray:
     """Boolean mask of rows that may have a problem: a vectorized superset of ``schemas.row_problem``.
 
     Only these rows pay for the per-row check, so 30M clean photos never go through Python one by one.
@@ -386,7 +388,7 @@ def suspicious_rows(batch: pa.RecordBatch, embedding_dim: int | None = None, nee
         bad |= pc.fill_null(pc.equal(pc.cast(ids, pa.string()), ""), True).to_numpy(zero_copy_only=False)
     else:
         bad[:] = True
-    for name, limit in ((c.LAT, 90.0), (c.LNG, 180.0)):
+    for name, limit in ((c.LAT, 90.0), (c.LNG, 180.0)) if need_location else ():
         if name not in names:
             bad[:] = True
             continue
@@ -420,12 +422,13 @@ def suspicious_rows(batch: pa.RecordBatch, embedding_dim: int | None = None, nee
 
 
 def row_problems(
-    batch: pa.RecordBatch, embedding_dim: int | None = None, need_embedding: bool = False
+    batch: pa.RecordBatch, embedding_dim: int | None = None, need_embedding: bool = False, need_location: bool = True
 ) -> dict[int, tuple[str, str]]:
     """{row index: (reason, detail)} of the batch's rows that ``schemas.row_problem`` rejects."""
     problems = {}
-    for i in np.flatnonzero(suspicious_rows(batch, embedding_dim, need_embedding)):
-        problem = row_problem(batch_row(batch, int(i)), embedding_dim=embedding_dim, need_embedding=need_embedding)
+    for i in np.flatnonzero(suspicious_rows(batch, embedding_dim, need_embedding, need_location)):
+        row = batch_row(batch, int(i))
+        problem = row_problem(row, embedding_dim, need_embedding=need_embedding, need_location=need_location)
         if problem is not None:
             problems[int(i)] = problem
     return problems

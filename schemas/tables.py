@@ -224,7 +224,7 @@ def validate_cells(table: pa.Table, table_name: str = "cells") -> None:
 
 
 def row_problem(
-    row: Mapping, embedding_dim: int | None = None, need_embedding: bool = False
+    row: Mapping, embedding_dim: int | None = None, need_embedding: bool = False, need_location: bool = True
 ) -> tuple[str, str] | None:
     """Return (reason, detail) for a manifest/features row that must go to the dead letters, else None.
 
@@ -233,19 +233,21 @@ def row_problem(
     photo_id = row.get(c.PHOTO_ID)
     if photo_id is None or str(photo_id) == "":
         return Reason.MISSING_PHOTO_ID, "photo_id is empty"
-    lat, lng = row.get(c.LAT), row.get(c.LNG)
-    if lat is None or lng is None or lat == "" or lng == "":
-        return Reason.MISSING_LATLNG, f"lat={lat!r} lng={lng!r}"
-    try:
-        lat, lng = float(lat), float(lng)
-    except (TypeError, ValueError):
-        return Reason.MISSING_LATLNG, f"lat={lat!r} lng={lng!r} are not numbers"
-    if math.isnan(lat) or math.isnan(lng) or math.isinf(lat) or math.isinf(lng):
-        return Reason.NAN_LATLNG, f"lat={lat} lng={lng}"
-    if not -90.0 <= lat <= 90.0:
-        return Reason.LAT_OUT_OF_RANGE, f"lat={lat} not in [-90, 90]"
-    if not -180.0 <= lng <= 180.0:
-        return Reason.LNG_OUT_OF_RANGE, f"lng={lng} not in [-180, 180]"
+    # Photos to geolocate have no location yet; only training data needs one.
+    if need_location:
+        lat, lng = row.get(c.LAT), row.get(c.LNG)
+        if lat is None or lng is None or lat == "" or lng == "":
+            return Reason.MISSING_LATLNG, f"lat={lat!r} lng={lng!r}"
+        try:
+            lat, lng = float(lat), float(lng)
+        except (TypeError, ValueError):
+            return Reason.MISSING_LATLNG, f"lat={lat!r} lng={lng!r} are not numbers"
+        if math.isnan(lat) or math.isnan(lng) or math.isinf(lat) or math.isinf(lng):
+            return Reason.NAN_LATLNG, f"lat={lat} lng={lng}"
+        if not -90.0 <= lat <= 90.0:
+            return Reason.LAT_OUT_OF_RANGE, f"lat={lat} not in [-90, 90]"
+        if not -180.0 <= lng <= 180.0:
+            return Reason.LNG_OUT_OF_RANGE, f"lng={lng} not in [-180, 180]"
     embedding = row.get(c.EMBEDDING)
     if embedding is None:
         if need_embedding:

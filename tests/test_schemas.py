@@ -316,3 +316,13 @@ def test_remote_directory_without_marker_is_refused(monkeypatch):
         artifact_io.list_parquet_files("gs://bucket/running")
     assert artifact_io.list_parquet_files("gs://bucket/done/") == []
     assert matched == ["gs://bucket/done/*.parquet"]
+
+
+def test_row_problem_without_location_need_still_checks_the_rest():
+    from schemas import row_problem
+
+    assert row_problem({c.PHOTO_ID: "a", c.EMBEDDING: [0.1, 0.2]}, 2, need_location=False) is None
+    assert row_problem({c.PHOTO_ID: "a", c.LAT: 999.0, c.EMBEDDING: [0.1, 0.2]}, 2, need_location=False) is None
+    assert row_problem({c.PHOTO_ID: "a", c.EMBEDDING: [0.1]}, 2, need_location=False)[0] == Reason.BAD_EMBEDDING_LENGTH
+    assert row_problem({c.PHOTO_ID: "", c.EMBEDDING: [0.1, 0.2]}, 2, need_location=False)[0] == Reason.MISSING_PHOTO_ID
+    assert row_problem({c.PHOTO_ID: "a", c.EMBEDDING: [0.1, 0.2]}, 2)[0] == Reason.MISSING_LATLNG
