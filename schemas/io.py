@@ -10,44 +10,22 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
 import uuid
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SUCCESS_MARKER = "_SUCCESS"
-
-
-class IncompleteArtifactError(RuntimeError):
-    """A directory artifact has no _SUCCESS marker (its job died or is still running)."""
-
-
-def is_remote(path: str) -> bool:
-    """A URI for Beam's FileSystems (``gs://``, ``s3://`` ...) rather than a local path."""
-    return "://" in path
-
-
-def join_path(path: str, name: str) -> str:
-    """``path/name`` for local paths and URIs alike."""
-    return f"{path.rstrip('/')}/{name}" if is_remote(path) else os.path.join(path, name)
-
-
-def path_exists(path: str) -> bool:
-    if is_remote(path):
-        from apache_beam.io.filesystems import FileSystems
-
-        return FileSystems.exists(path)
-    return os.path.exists(path)
-
-
-def open_for_read(path: str):
-    """A binary file handle, local or through Beam's FileSystems (``gs://``)."""
-    if is_remote(path):
-        from apache_beam.io.filesystems import FileSystems
-
-        return FileSystems.open(path)
-    return open(path, "rb")
+from schemas.artifacts import (  # noqa: F401 - re-exported: one definition in schemas.artifacts
+    SUCCESS_MARKER,
+    ArtifactChecksumError,
+    ArtifactError,
+    IncompleteArtifactError,
+    is_remote,
+    verify,
+)
+from schemas.artifacts import exists as path_exists  # noqa: F401
+from schemas.artifacts import join as join_path  # noqa: F401
+from schemas.artifacts import open_read as open_for_read
 
 
 def read_bytes(path: str) -> bytes:
@@ -61,13 +39,12 @@ def list_parquet_files(path: str) -> list[str]:
         from apache_beam.io.filesystems import FileSystems
 
         is_directory = not path.endswith(".parquet") and not any(ch in path for ch in "*?[")
-        if is_directory and not FileSystems.exists(path.rstrip("/") + "/" + SUCCESS_MARKER):
-            raise IncompleteArtifactError(f"{path}: no {SUCCESS_MARKER} marker; the job that writes it did not finish")
+        if is_directory:
+            verify(path, "table", full=False)
         pattern = path.rstrip("/") + "/*.parquet" if is_directory else path
         return sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
     if os.path.isdir(path):
-        if not os.path.exists(os.path.join(path, SUCCESS_MARKER)):
-            raise IncompleteArtifactError(f"{path}: no {SUCCESS_MARKER} marker; the job that writes it did not finish")
+        verify(path, "table", full=False)
         return sorted(glob.glob(os.path.join(path, "*.parquet")))
     if any(ch in path for ch in "*?["):
         files = sorted(glob.glob(path))
@@ -117,26 +94,15 @@ def write_table_atomic(table: pa.Table, path: str) -> None:
         raise
 
 
-def replace_directory_atomic(staging_dir: str, final_dir: str) -> None:
-    """Swap a finished staging directory into place (local paths), then drop the old one.
+def replace_directory_atomic(staging_dir: str, final_dir: str, meta: dict | None = None) -> None:
+    """Swap a finished staging directory into place with its checksummed marker (``schemas.artifacts``).
 
     The final path is a rename away at every instant, so a reader sees either the previous complete
     artifact or the new complete one.
     """
-    final_dir = os.path.abspath(final_dir)
-    open(os.path.join(staging_dir, SUCCESS_MARKER), "w").close()
-    old = None
-    if os.path.exists(final_dir):
-        old = f"{final_dir}.old-{uuid.uuid4().hex}"
-        os.replace(final_dir, old)
-    try:
-        os.replace(staging_dir, final_dir)
-    except BaseException:
-        if old:  # put the previous complete artifact back rather than leave nothing at the final path
-            os.replace(old, final_dir)
-        raise
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
+    from schemas.artifacts import commit_staged
+
+    commit_staged(staging_dir, final_dir, meta)
 
 
 def staging_path(final_dir: str) -> str:

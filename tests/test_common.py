@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines import common
+from pipelines import common, reading
 from schemas import FEATURES, Reason, row_problem
 from schemas import columns as c
 from schemas.io import SUCCESS_MARKER, IncompleteArtifactError, read_table
@@ -81,7 +81,7 @@ def test_reading_csv_and_parquet_gives_canonical_types_and_stable_row_keys(tmp_p
     assert [f.rsplit("/", 1)[-1] for f in files] == ["a.parquet", "b.csv"]
     batches = []
     for ordinal, path in enumerate(files):
-        for unit in common._parquet_units((ordinal, path)):
+        for unit in reading._parquet_units((ordinal, path)):
             batches.extend(common.read_unit_batches(unit))
     table = pa.Table.from_batches([b.select([c.PHOTO_ID, c.LAT, c.LNG, c.ROW_KEY]) for b in batches])
     assert table.schema.field(c.LAT).type == pa.float64() and table.schema.field(c.PHOTO_ID).type == pa.string()
@@ -182,7 +182,7 @@ def test_summary_line_and_committed_artifact(tmp_path):
         staged.path, pa.schema([FEATURES.field(c.PHOTO_ID), FEATURES.field(c.LAT), FEATURES.field(c.LNG)])
     )
     _ = (checked[common.DEAD], unique[common.DEAD]) | common.WriteDeadLetters(dead_dir.path, "small")
-    summary = common.run_job(pipeline, "small", [staged, dead_dir])
+    summary = common.run_job(pipeline, "small", [staged, dead_dir], policy=common.CommitPolicy(max_dead_letter_fraction=1))
     assert summary.line() == (
         "small: rows in 3, rows out 1, dead letters 2 (duplicate_photo_id 1, lat_out_of_range 1); balanced"
     )
