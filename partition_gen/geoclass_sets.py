@@ -36,16 +36,8 @@ from partition_gen.merging import merge_nodes
 from partition_gen.params import MERGE, PLANET, GeoclassSetSpec, check_unique_names
 from partition_gen.planet import planet_labels
 from schemas import columns as c
-from schemas.io import (
-    SUCCESS_MARKER,
-    is_remote,
-    join_path,
-    open_for_read,
-    path_exists,
-    replace_directory_atomic,
-    staging_path,
-    write_table_atomic,
-)
+from schemas.artifacts import commit_staged, local_staging, verify
+from schemas.io import join_path, open_for_read, write_table_atomic
 from schemas.tables import GEOCLASS_CLASSES, SchemaError
 
 log = logging.getLogger(__name__)
@@ -265,14 +257,12 @@ def _needs_features(specs: Sequence[GeoclassSetSpec]) -> bool:
 
 
 def save_geoclass_sets(sets: GeoclassSets, path: str, *, maps: bool = True) -> None:
-    """Write the artifact atomically (staging directory renamed into place, ``_SUCCESS`` inside)."""
+    """Write the artifact: files into a local staging directory, then published with the checksummed marker
+    last (``schemas.artifacts.commit_staged``: renamed into place locally, copied on ``gs://``)."""
     sets.validate()
-    if is_remote(path):
-        _save_remote(sets, path)
-        return
-    staging = staging_path(path)
+    staging = local_staging(path)
     write_artifact_files(sets, staging, maps=maps)
-    replace_directory_atomic(staging, path)
+    commit_staged(staging, path, {"checksum": sets.checksum})
 
 
 def write_artifact_files(sets: GeoclassSets, directory: str, *, maps: bool) -> None:
@@ -286,39 +276,15 @@ def write_artifact_files(sets: GeoclassSets, directory: str, *, maps: bool) -> N
         write_set_maps(sets, os.path.join(directory, MAPS_DIR))
 
 
-def _save_remote(sets: GeoclassSets, path: str) -> None:
-    """Object stores have no directory rename: write every file, then the marker last."""
-    import tempfile
-
-    from apache_beam.io.filesystems import FileSystems
-
-    with tempfile.TemporaryDirectory() as local:
-        write_artifact_files(sets, local, maps=True)
-        for root, _, files in os.walk(local):
-            for name in sorted(files):
-                rel = os.path.relpath(os.path.join(root, name), local)
-                with (
-                    open(os.path.join(root, name), "rb") as src,
-                    FileSystems.create(f"{path.rstrip('/')}/{rel}") as dst,
-                ):
-                    dst.write(src.read())
-    with FileSystems.create(f"{path.rstrip('/')}/{SUCCESS_MARKER}") as marker:
-        marker.write(b"")
-
-
 def load_geoclass_sets(path: str) -> GeoclassSets:
     """Read and validate a geoclass-sets artifact; a missing marker or any inconsistency is an error."""
     import pyarrow.parquet as pq
 
-    from schemas.io import IncompleteArtifactError
-
     def join(name: str) -> str:
         return join_path(path, name)
 
-    if not path_exists(join(SUCCESS_MARKER)):
-        raise IncompleteArtifactError(
-            f"{path}: no {SUCCESS_MARKER} marker; the geoclass sets were not completely written"
-        )
+    # The marker must be there and every file as it was written (schemas.artifacts).
+    verify(path, "geoclass sets", full=True)
     with open_for_read(join(SETS_JSON)) as handle:
         manifest = json.loads(handle.read())
     if manifest.get("format") != FORMAT:

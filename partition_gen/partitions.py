@@ -33,15 +33,11 @@ import pyarrow as pa
 
 from partition_gen.geo import latlng_to_xyz, xyz_to_latlng
 from schemas import columns as c
+from schemas.artifacts import commit_staged, local_staging, verify
 from schemas.io import (
-    SUCCESS_MARKER,
-    is_remote,
     join_path,
-    path_exists,
     read_bytes,
     read_table,
-    replace_directory_atomic,
-    staging_path,
     write_table_atomic,
 )
 
@@ -325,30 +321,21 @@ def save_partitions(parts: Partitions, path: str) -> None:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **members)
     manifest = json.dumps(_manifest(parts), indent=2, sort_keys=True).encode()
-    if is_remote(path):
-        from apache_beam.io.filesystems import FileSystems
-
-        # Object stores have no directory rename: the _SUCCESS marker written last is the commit point.
-        if FileSystems.exists(join_path(path, SUCCESS_MARKER)):
-            FileSystems.delete([join_path(path, SUCCESS_MARKER)])
-        write_table_atomic(_table(parts), join_path(path, PARTITIONS_FILE))
-        for name, blob in ((MEMBERS_FILE, buffer.getvalue()), (MANIFEST_FILE, manifest), (SUCCESS_MARKER, b"")):
-            with FileSystems.create(join_path(path, name)) as handle:
-                handle.write(blob)
-        return
-    staging = staging_path(path)
+    # Written locally (a staging sibling, or a temporary directory for gs://), then published with the
+    # checksummed marker last (schemas.artifacts.commit_staged).
+    staging = local_staging(path)
     write_table_atomic(_table(parts), os.path.join(staging, PARTITIONS_FILE))
     with open(os.path.join(staging, MEMBERS_FILE), "wb") as handle:
         handle.write(buffer.getvalue())
     with open(os.path.join(staging, MANIFEST_FILE), "wb") as handle:
         handle.write(manifest)
-    replace_directory_atomic(staging, path)
+    commit_staged(staging, path, {"partitions_id": parts.partitions_id})
     log.info("wrote %d partitions (%s) to %s", parts.n_partitions, parts.partitions_id, path)
 
 
 def read_partitions_manifest(path: str) -> dict:
-    if not path_exists(join_path(path, SUCCESS_MARKER)):
-        raise FileNotFoundError(f"{path}: no complete partitions artifact ({SUCCESS_MARKER} marker missing)")
+    # Marker present and every file unchanged since it was written (an edited file is refused, named).
+    verify(path, "partitions", full=True)
     manifest = json.loads(read_bytes(join_path(path, MANIFEST_FILE)))
     if manifest.get("format") != FORMAT:
         raise PartitionsMismatchError(f"{path}: partitions format {manifest.get('format')}, this code reads {FORMAT}")
@@ -438,8 +425,9 @@ def check_model_matches(parts: Partitions, model_manifest: Mapping, model_path: 
 
 def build_partitions_from_artifact(sets_dir: str, set_names: Sequence[str] | None = None) -> Partitions:
     """Build the partitions of a geoclass-sets artifact (``sets.json`` + ``assignments.parquet``)."""
-    if not path_exists(join_path(sets_dir, SUCCESS_MARKER)):
-        raise FileNotFoundError(f"{sets_dir}: geoclass sets are incomplete ({SUCCESS_MARKER} marker missing)")
+    # Marker present and every file unchanged: partitions of an edited assignments.parquet would carry the
+    # original sets' checksum and "match" a model trained on other classes.
+    verify(sets_dir, "geoclass sets", full=True)
     meta = json.loads(read_bytes(join_path(sets_dir, SETS_FILE)))
     all_names = [s["name"] for s in meta["sets"]]
     names = list(set_names) if set_names is not None else all_names
@@ -479,9 +467,10 @@ def build_partitions_from_artifact(sets_dir: str, set_names: Sequence[str] | Non
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m partition_gen.partitions --sets DIR --out DIR``: build the partitions artifact."""
-    import argparse
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
+    from schemas.cli import Parser
+
+    parser = Parser(description=main.__doc__)
     parser.add_argument("--sets", required=True, help="geoclass-sets artifact directory")
     parser.add_argument("--out", required=True, help="partitions artifact directory to write")
     parser.add_argument("--set_names", nargs="*", default=None, help="subset of sets (default: all)")
@@ -493,4 +482,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from schemas.cli import main as cli_main
+
+    cli_main("partition_gen.partitions", "main")

@@ -4,10 +4,12 @@ Input: a manifest (CSV/Parquet file, glob or completed directory) of ``photo_id`
 (features from ``pipelines.extract_features``: the main path, model ``features_model.keras``) or ``image_uri``
 (JPEG/PNG files, model ``geolocator.keras``, which holds the Inception backbone). lat/lng are not needed.
 Output: ``OUTPUT/run_date=YYYY-MM-DD/`` with ``predictions-*.parquet`` (``schemas.PREDICTIONS``: one row per
-photo and method, with the location, score, top-k partitions and the model and partitions ids),
-``dead_letters/`` and ``_SUCCESS``. The folder is written into a staging sibling and swapped in only when the
-job finished with every row accounted for (rows in = photos predicted + dead letters), so a rerun of the same
-date replaces the previous output atomically and a killed run leaves the previous one untouched.
+photo and method, with the location, score, top-k partitions and the model and partitions ids) and ``_SUCCESS``;
+dead letters go to the sibling tree ``OUTPUT.dead_letters/run_date=YYYY-MM-DD/`` (``--dead_letters``), so
+``pandas.read_parquet``, ``pyarrow.dataset`` or a BigQuery external table over OUTPUT see predictions only. The
+job itself checks its accounting (rows in = photos predicted + dead letters, at least one row unless
+``--allow_empty``, dead letters at most ``--max_dead_letter_fraction``) and only then swaps both folders in, so a
+rerun of the same date replaces the previous output atomically and a failed or killed run leaves it untouched.
 
 Methods (``--methods``): the nightly default is NormalizedSum over every set of the partitions artifact
 (e.g. "CPlaNet[1-5,PlaNet]"); ``--methods paper`` gives the rows of the paper's Table 2 ("ClassSet i",
@@ -60,15 +62,19 @@ from pipelines.common import (
     ReadTableBatches,
     StagedOutput,
     WriteDeadLetters,
+    add_job_flags,
     batch_row,
     dead_letter,
+    ledger,
     parse_job_args,
+    path_flag,
     row_problems,
     run_job,
     table_schema,
 )
 from schemas import PREDICTIONS, Reason
 from schemas import columns as c
+from schemas.artifacts import absolute, verify
 
 LOG = logging.getLogger(__name__)
 
@@ -78,7 +84,8 @@ FEATURES_MODEL = "features_model.keras"
 GEOLOCATOR_MODEL = "geolocator.keras"
 FEATURES, IMAGES = "features", "images"
 PREDICTIONS_PREFIX = "predictions"
-DEAD_LETTERS_DIR = "dead_letters"
+# Tagged output of CombineHeads: (rows_out, photos predicted in a batch), the job's rows out.
+PREDICTED = "photos_predicted"
 IMAGE_SIZE = 299
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -95,6 +102,8 @@ def read_model_manifest(model_dir: str) -> dict:
     path = FileSystems.join(model_dir, MODEL_MANIFEST)
     if not FileSystems.exists(path):
         raise FileNotFoundError(f"model {model_dir}: no {MODEL_MANIFEST} (is it a trainer export?)")
+    # Complete and unchanged since the export (a killed export or an edited file is refused here, at launch).
+    verify(model_dir, "model", full=True)
     manifest = json.loads(_read_text(path))
     missing = [k for k in ("model_id", "embedding_dim", "set_names", "n_classes", "sets_checksum") if k not in manifest]
     if missing:
@@ -312,6 +321,7 @@ class _CombineFn(beam.DoFn):
         kept = np.flatnonzero(ok)
         probs = {n: p[kept] for n, p in probs.items()}
         self._rows_out.inc(int(kept.size))
+        yield beam.pvalue.TaggedOutput(PREDICTED, (ROWS_OUT, int(kept.size)))
         for method in self._methods:
             combiner = self._combiners[method.name]
             pred = combiner.predict(probs)
@@ -350,7 +360,7 @@ class CombineHeads(beam.PTransform):
         return (
             results
             | "Batch photos for the combiner" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._batch_size)
-            | "Combine the heads over partitions" >> beam.ParDo(self._fn).with_outputs(DEAD, main=VALID)
+            | "Combine the heads over partitions" >> beam.ParDo(self._fn).with_outputs(DEAD, PREDICTED, main=VALID)
         )
 
 
@@ -376,6 +386,7 @@ def build_pipeline(
     partitions_dir: str,
     output_dir: str,
     run_date: str,
+    dead_letters_dir: str | None = None,
     methods=None,
     top_k: int = 5,
     kind: str | None = None,
@@ -394,7 +405,9 @@ def build_pipeline(
     )
     heads = photos[VALID] | "Predict class probabilities" >> RunHeads(handler)
     predictions = heads[VALID] | "Combine into locations" >> CombineHeads(partitions_dir, methods, top_k, run_date)
-    (
+    book = ledger(pipeline)
+    book.tally_by(predictions[PREDICTED], _pass, "Tally the photos predicted")
+    book.written(
         predictions[VALID]
         | "Write predictions"
         >> beam.io.WriteToParquet(
@@ -403,54 +416,91 @@ def build_pipeline(
     )
     (
         (photos[DEAD], heads[DEAD], predictions[DEAD])
-        | "Write dead letters" >> WriteDeadLetters(FileSystems.join(output_dir, DEAD_LETTERS_DIR), JOB)
+        | "Write dead letters"
+        >> WriteDeadLetters(dead_letters_dir or f"{output_dir.rstrip('/')}.dead_letters", JOB)
     )
 
 
-class _PredictionsOutput(StagedOutput):
-    """The run folder: its ``dead_letters/`` gets its own marker so it reads as a complete artifact too."""
-
-    def commit(self) -> None:
-        dead_dir = FileSystems.join(self.path, DEAD_LETTERS_DIR)
-        if "://" not in dead_dir:
-            os.makedirs(dead_dir, exist_ok=True)
-        with FileSystems.create(FileSystems.join(dead_dir, "_SUCCESS")) as handle:
-            handle.write(b"")
-        super().commit()
+def _pass(tally):
+    return tally
 
 
 def run_output_dir(output: str, run_date: str) -> str:
-    return FileSystems.join(output, f"{c.RUN_DATE}={run_date}")
+    """``OUTPUT/run_date=D``: one date's predictions (only predictions: readers of OUTPUT see one schema)."""
+    return FileSystems.join(absolute(output), f"{c.RUN_DATE}={run_date}")
+
+
+def run_dead_letters_dir(output: str, run_date: str, dead_letters: str | None = None) -> str:
+    """``OUTPUT.dead_letters/run_date=D`` (or ``--dead_letters``/run_date=D): the sibling tree of dead letters."""
+    base = absolute(dead_letters) if dead_letters else f"{absolute(output).rstrip('/')}.dead_letters"
+    return FileSystems.join(base, f"{c.RUN_DATE}={run_date}")
 
 
 def _check_run_date(text: str) -> str:
     if not _DATE.match(text):
-        raise ValueError(f"--run_date must be YYYY-MM-DD, got '{text}'")
-    datetime.date.fromisoformat(text)
+        raise argparse.ArgumentTypeError(f"must be YYYY-MM-DD, got '{text}'")
+    try:
+        datetime.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a calendar date") from None
     return text
 
 
-def run(argv: Sequence[str] | None = None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--manifest", required=True, help="photos to geolocate: CSV/Parquet file, glob or directory")
-    parser.add_argument("--model", required=True, help="trainer export: manifest.json + *.keras")
-    parser.add_argument("--partitions", required=True, help="partitions artifact of the model's geoclass sets")
-    parser.add_argument("--output", required=True, help="base folder; the run writes OUTPUT/run_date=YYYY-MM-DD/")
-    parser.add_argument("--run_date", default=datetime.datetime.now(datetime.UTC).date().isoformat())
-    parser.add_argument("--methods", default="default", help="'default', 'paper' or method names separated by ';'")
-    parser.add_argument("--top_k", type=int, default=5)
-    parser.add_argument("--input_kind", choices=[FEATURES, IMAGES], default=None, help="default: from the columns")
-    args, options = parse_job_args(parser, argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    run_date = _check_run_date(args.run_date)
+def check_embedding_size(manifest: str, model_dir: str, embedding_dim: int, kind: str | None = None) -> None:
+    """Refuse, at launch, a features manifest whose embeddings have another size than the model takes (every
+    row would otherwise become a dead letter)."""
+    if (kind or input_kind(manifest)) != FEATURES:
+        return
+    from pipelines.bucket_cells import infer_embedding_dim
 
+    found = infer_embedding_dim(manifest)
+    if found != embedding_dim:
+        from schemas import SchemaError
+
+        raise SchemaError(
+            f"--manifest {manifest}: embeddings have {found} values but model {model_dir} takes {embedding_dim}; "
+            "extract the features with the model's backbone"
+        )
+
+
+def parser() -> argparse.ArgumentParser:
+    """The job's flags, declared once: ``run`` parses argv with it, ``run_all`` fills it through ``job_args``, and
+    ``templates/batch_predict_metadata.json`` is held equal to it by tests/test_templates.py."""
+    p = argparse.ArgumentParser(prog="pipelines.batch_predict", description=__doc__.split("\n\n")[0],
+                                allow_abbrev=False)
+    p.add_argument("--manifest", required=True, type=path_flag,
+                   help="photos to geolocate: CSV/Parquet file, glob or directory")
+    p.add_argument("--model", required=True, type=path_flag, help="trainer export: manifest.json + *.keras")
+    p.add_argument("--partitions", required=True, type=path_flag,
+                   help="partitions artifact of the model's geoclass sets")
+    p.add_argument("--output", required=True, type=path_flag,
+                   help="predictions base folder; the run writes OUTPUT/run_date=YYYY-MM-DD/")
+    p.add_argument("--dead_letters", default=None, type=path_flag,
+                   help="dead-letter base folder (default OUTPUT.dead_letters); the run writes DEAD_LETTERS/run_date=.../")
+    p.add_argument("--run_date", type=_check_run_date,
+                   default=datetime.datetime.now(datetime.UTC).date().isoformat(),
+                   help="YYYY-MM-DD, the date folder of this run (default: today, UTC)")
+    p.add_argument("--methods", default="default",
+                   help="'default' (NormalizedSum over every set), 'paper' or method names separated by ';'")
+    p.add_argument("--top_k", type=int, default=5, help="partitions kept per photo and method (default 5)")
+    p.add_argument("--input_kind", choices=[FEATURES, IMAGES], default=None,
+                   help="features or images (default: from the manifest's columns)")
+    return add_job_flags(p)
+
+
+def launch(args: argparse.Namespace, options):
+    """Build and run the job from typed arguments (``parser()``'s flags) and ``PipelineOptions``."""
+    run_date = args.run_date
     # Refuse mismatched artifacts here, at launch, with both sides named, before any worker starts.
     model = read_model_manifest(args.model)
     parts = load_partitions(args.partitions)
     check_model_matches(parts, model, args.model)
     resolve_methods(args.methods, parts.set_names)
+    check_embedding_size(args.manifest, args.model, int(model["embedding_dim"]), args.input_kind)
 
-    output = _PredictionsOutput(run_output_dir(args.output, run_date))
+    # The predictions' staging folder is hidden (leading "_"), so readers of OUTPUT never see a run in progress.
+    output = StagedOutput(run_output_dir(args.output, run_date), hidden=True)
+    dead_letters = StagedOutput(run_dead_letters_dir(args.output, run_date, args.dead_letters), hidden=True)
     pipeline = beam.Pipeline(options=options)
     build_pipeline(
         pipeline,
@@ -458,15 +508,23 @@ def run(argv: Sequence[str] | None = None):
         model_dir=args.model,
         partitions_dir=args.partitions,
         output_dir=output.path,
+        dead_letters_dir=dead_letters.path,
         run_date=run_date,
         methods=args.methods,
         top_k=args.top_k,
         kind=args.input_kind,
     )
-    summary = run_job(pipeline, JOB, [output])
-    LOG.info("predictions of %s written to %s", run_date, output.final)
+    summary = run_job(pipeline, JOB, [output, dead_letters], args=args)
+    LOG.info("predictions of %s: %s (dead letters: %s)", run_date, output.final, dead_letters.final)
     return summary
 
 
+def run(argv: Sequence[str] | None = None):
+    args, options = parse_job_args(parser(), argv)
+    return launch(args, options)
+
+
 if __name__ == "__main__":
-    run()
+    from schemas.cli import main
+
+    main("pipelines.batch_predict")

@@ -26,7 +26,6 @@ On Dataflow (see docs/RUNNERS.md):
 from __future__ import annotations
 
 import argparse
-import logging
 from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
@@ -38,7 +37,7 @@ from apache_beam.metrics import Metrics
 from partition_gen.geo import latlng_to_xyz
 from partition_gen.s2cells import latlng_to_cell_ids
 from pipelines import common
-from schemas import CELLS, PHOTOS_WITH_CELL
+from schemas import CELLS, PHOTOS_WITH_CELL, SchemaError
 from schemas import columns as c
 
 JOB = "bucket_cells"
@@ -189,6 +188,10 @@ def _shard_cells_table(shard_and_partial: tuple[int, CellPartial], level: int, c
     return cells_table(partial, level)
 
 
+def _cell_images(table: pa.Table) -> tuple[str, int]:
+    return CELL_IMAGES, int(pc.sum(table.column(c.N_IMAGES)).as_py() or 0)
+
+
 def check_cells_cover_photos(summary: common.JobSummary) -> None:
     """Every photo written must be counted in exactly one cell: a cross-check of the two outputs."""
     cell_images = summary.counters.get(CELL_IMAGES, 0)
@@ -265,7 +268,7 @@ def infer_embedding_dim(features_path: str) -> int:
         lengths = pc.list_value_length(batch.column(c.EMBEDDING)).drop_null().to_numpy(zero_copy_only=False)
         if len(lengths):
             return int(lengths[0])
-    raise ValueError(f"{features_path}: cannot infer the embedding length (no embeddings); pass --embedding_dim")
+    raise SchemaError(f"{features_path}: no row has an embedding, so the job has nothing to bucket")
 
 
 def build_pipeline(
@@ -283,7 +286,7 @@ def build_pipeline(
     from schemas import check_columns
     from schemas.tables import FEATURES
 
-    check_columns("features", common.table_schema(features), FEATURES)
+    check_columns(f"--features {features}", common.table_schema(features), FEATURES)
     if embedding_dim is None:
         embedding_dim = infer_embedding_dim(features)
     columns = [c.PHOTO_ID, c.LAT, c.LNG, c.EMBEDDING]
@@ -297,26 +300,41 @@ def build_pipeline(
         | common.CountRowsOut(JOB)
         | "Write photos with cell" >> common.WriteBatchesToParquet(photos_dir, PHOTOS_WITH_CELL)
     )
-    _ = out["cells"] | "Write cells" >> beam.io.WriteToParquetBatched(
-        beam.io.filesystems.FileSystems.join(cells_dir, "part"),
-        schema=CELLS,
-        codec="snappy",
-        file_name_suffix=".parquet",
+    book = common.ledger(pipeline)
+    book.tally_by(out["cells"], _cell_images, "Tally the images in the cells")
+    book.written(
+        out["cells"]
+        | "Write cells"
+        >> beam.io.WriteToParquetBatched(
+            beam.io.filesystems.FileSystems.join(cells_dir, "part"),
+            schema=CELLS,
+            codec="snappy",
+            file_name_suffix=".parquet",
+        )
     )
     _ = out[common.DEAD] | "Write dead letters" >> common.WriteDeadLetters(dead_letters_dir, JOB)
 
 
-def run(argv: Sequence[str] | None = None) -> common.JobSummary:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--features", required=True, help="features artifact: directory, file or glob")
-    parser.add_argument("--output", required=True, help="writes OUTPUT/cells, OUTPUT/photos, OUTPUT/dead_letters")
-    parser.add_argument("--level", type=int, default=DEFAULT_LEVEL, help="S2 level of the cells (default 14)")
-    parser.add_argument("--embedding_dim", type=int, default=None, help="default: the first embedding's length")
-    parser.add_argument("--cell_shards", type=int, default=DEFAULT_CELL_SHARDS, help="parallelism of the cell sums")
-    parser.add_argument("--batch_rows", type=int, default=common.DEFAULT_BATCH_ROWS)
-    args, options = common.parse_job_args(parser, argv)
+def parser() -> argparse.ArgumentParser:
+    """The job's flags, declared once (``run`` parses argv with it, ``run_all`` fills it through ``job_args``)."""
+    p = argparse.ArgumentParser(prog="pipelines.bucket_cells", description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    p.add_argument("--features", required=True, type=common.path_flag, help="features artifact: directory, file or glob")
+    p.add_argument("--output", required=True, type=common.path_flag,
+                   help="writes OUTPUT/cells, OUTPUT/photos, OUTPUT/dead_letters")
+    p.add_argument("--level", type=int, default=DEFAULT_LEVEL, help="S2 level of the cells (default 14)")
+    p.add_argument("--embedding_dim", type=int, default=None, help="default: the first embedding's length")
+    p.add_argument("--cell_shards", type=int, default=DEFAULT_CELL_SHARDS, help="parallelism of the cell sums (default 16)")
+    p.add_argument("--batch_rows", type=int, default=common.DEFAULT_BATCH_ROWS,
+                   help=f"rows per Arrow batch read (default {common.DEFAULT_BATCH_ROWS})")
+    return common.add_job_flags(p)
+
+
+def launch(args: argparse.Namespace, options) -> common.JobSummary | None:
+    """Build and run the job from typed arguments (``parser()``'s flags) and ``PipelineOptions``."""
     if not 0 <= args.level <= 30:
-        parser.error(f"--level must be in 0..30, got {args.level}")
+        from schemas.cli import UsageError
+
+        raise UsageError(f"--level must be in 0..30, got {args.level}")
     join = beam.io.filesystems.FileSystems.join
     outputs = {name: common.StagedOutput(join(args.output, name)) for name in ("cells", "photos", "dead_letters")}
     pipeline = beam.Pipeline(options=options)
@@ -331,9 +349,18 @@ def run(argv: Sequence[str] | None = None) -> common.JobSummary:
         n_shards=args.cell_shards,
         batch_rows=args.batch_rows,
     )
-    return common.run_job(pipeline, JOB, list(outputs.values()), before_commit=check_cells_cover_photos)
+    return common.run_job(
+        pipeline, JOB, [outputs["photos"], outputs["cells"], outputs["dead_letters"]],
+        checks=[check_cells_cover_photos], args=args,
+    )
+
+
+def run(argv: Sequence[str] | None = None) -> common.JobSummary | None:
+    args, options = common.parse_job_args(parser(), argv)
+    return launch(args, options)
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run()
+    from schemas.cli import main
+
+    main("pipelines.bucket_cells")

@@ -35,9 +35,9 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
+from pipelines.options import DEFAULT_MAX_DEAD_LETTER_FRACTION
 from schemas import Reason
 from schemas.artifacts import absolute, commit_staged, delete_tree, list_files, read_marker, staging_dir_for
-from pipelines.options import DEFAULT_MAX_DEAD_LETTER_FRACTION
 from schemas.cli import JOB_CHECK_TAG
 
 LOG = logging.getLogger(__name__)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import tempfile
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,7 +27,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from partition_gen.evaluation import evaluate, to_markdown, write_report
+from schemas import artifacts
 from schemas import columns as c
+from schemas.cli import Parser, UsageError
 from schemas.io import read_table
 
 LOG = logging.getLogger(__name__)
@@ -35,7 +38,9 @@ LOG = logging.getLogger(__name__)
 def read_truth(path: str, id_column: str = c.PHOTO_ID, lat_column: str = c.LAT, lng_column: str = c.LNG) -> pa.Table:
     """Ground truth as a table with the canonical photo_id, lat, lng columns."""
     if path.endswith((".csv", ".csv.gz")):
-        table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types={id_column: pa.string()}))
+        if not artifacts.exists(path):
+            raise FileNotFoundError(f"ground truth {path}: no such file")
+        table = pacsv.read_csv(artifacts.open_read(path), convert_options=pacsv.ConvertOptions(column_types={id_column: pa.string()}))
     else:
         table = read_table(path)
     missing = [n for n in (id_column, lat_column, lng_column) if n not in table.column_names]
@@ -68,7 +73,7 @@ def evaluate_files(
 
 
 def run(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="pipelines.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--predictions", required=True, help="predictions artifact directory, file or glob")
     parser.add_argument("--truth", required=True, help="ground truth CSV/Parquet")
     parser.add_argument(
@@ -81,17 +86,32 @@ def run(argv: Sequence[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     columns = [s.strip() for s in args.truth_columns.split(",")]
     if len(columns) != 3:
-        raise SystemExit(f"--truth_columns needs three names (id,lat,lng), got '{args.truth_columns}'")
-    truth = read_truth(args.truth, *columns)
-    report = evaluate_files(args.predictions, truth, args.methods)
-    report["predictions"] = args.predictions
-    report["truth"] = args.truth
-    paths = write_report(report, args.out, args.title)
+        raise UsageError(f"--truth_columns needs three names (id,lat,lng), got '{args.truth_columns}'")
+    report = evaluate_to(args.predictions, args.truth, args.out, columns, args.methods, args.title)
     print(to_markdown(report, args.title))
     LOG.info("evaluated %d methods on %d ground-truth photos -> %s", len(report["methods"]), report["n_truth"],
-             os.path.dirname(paths["json"]))
+             args.out)
+    return report
+
+
+def evaluate_to(predictions: str, truth_path: str, out: str, truth_columns: Sequence[str] | None = None,
+                methods: Sequence[str] | None = None, title: str = "Geolocational accuracies [%]") -> dict:
+    """Evaluate and write evaluation.json/.md and accuracy.png into ``out`` (local or gs://); returns the report."""
+    truth = read_truth(truth_path, *(truth_columns or (c.PHOTO_ID, c.LAT, c.LNG)))
+    report = evaluate_files(predictions, truth, methods)
+    report["predictions"] = predictions
+    report["truth"] = truth_path
+    if not artifacts.is_remote(out):
+        write_report(report, out, title)
+        return report
+    # The report writer works on local files; on gs:// it writes to a temporary folder copied through FileSystems.
+    with tempfile.TemporaryDirectory() as local:
+        for path in write_report(report, local, title).values():
+            artifacts.copy_file(path, artifacts.join(out, os.path.basename(path)))
     return report
 
 
 if __name__ == "__main__":
-    run()
+    from schemas.cli import main
+
+    main("pipelines.evaluate")

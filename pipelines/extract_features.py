@@ -250,10 +250,11 @@ def build_pipeline(
 
 
 def run(argv: Sequence[str] | None = None) -> common.JobSummary:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--manifest", required=True, help="CSV/Parquet file, glob or directory")
-    parser.add_argument("--output", required=True, help="features artifact directory")
-    parser.add_argument("--dead_letters", default=None, help="default: OUTPUT.dead_letters")
+    parser = argparse.ArgumentParser(prog="pipelines.extract_features", description=__doc__.split("\n\n")[0],
+                                     allow_abbrev=False)
+    parser.add_argument("--manifest", required=True, type=common.path_flag, help="CSV/Parquet file, glob or directory")
+    parser.add_argument("--output", required=True, type=common.path_flag, help="features artifact directory")
+    parser.add_argument("--dead_letters", default=None, type=common.path_flag, help="default: OUTPUT.dead_letters")
     parser.add_argument("--backbone_model", default=None, help="a saved backbone .keras file")
     parser.add_argument(
         "--backbone_weights", default=None, help="build the backbone at launch: PATH to weights, 'imagenet' or 'random'"
@@ -286,12 +287,13 @@ def run(argv: Sequence[str] | None = None) -> common.JobSummary:
             embedding_dim=args.embedding_dim,
             inference_batch=args.inference_batch,
         )
-        return common.run_job(pipeline, JOB, [features, dead_letters])
+        return common.run_job(pipeline, JOB, [features, dead_letters], args=args)
     finally:
         if model_dir is not None and FileSystems.exists(model_dir):
             FileSystems.delete([model_dir])
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run()
+    from schemas.cli import main
+
+    main("pipelines.extract_features")

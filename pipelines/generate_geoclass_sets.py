@@ -49,7 +49,16 @@ from apache_beam.utils.shared import Shared
 from partition_gen.geoclass_sets import empty_sets_from_cells, generate_set, write_artifact_files
 from partition_gen.graph import InitialGraph, graph_from_cells_table
 from partition_gen.params import MERGE, GeoclassSetSpec, check_unique_names, default_specs
-from pipelines.common import ROWS_IN, ROWS_OUT, StagedOutput, parse_job_args, run_job
+from pipelines.common import (
+    ROWS_IN,
+    ROWS_OUT,
+    StagedOutput,
+    add_job_flags,
+    ledger,
+    parse_job_args,
+    path_flag,
+    run_job,
+)
 from schemas import columns as c
 from schemas.io import list_parquet_files, read_table
 
@@ -142,14 +151,22 @@ def build_pipeline(
 ):
     spec_jsons = [s.to_json() for s in specs]
     with_features = any(s.kind == MERGE and s.beta[0] > 0 for s in specs)
-    return (
-        pipeline
-        | "Start from the parameter sets" >> beam.Create(spec_jsons)
+    book = ledger(pipeline)
+    specs_in = pipeline | "Start from the parameter sets" >> beam.Create(spec_jsons)
+    book.tally(ROWS_IN, specs_in, "Count the parameter sets")
+    written = (
+        specs_in
         | "Build every geoclass set" >> BuildGeoclassSets(cells_path, with_features)
         | "Gather the sets in one place" >> beam.combiners.ToList()
         | "Write the geoclass-sets artifact"
         >> beam.Map(write_artifact, cells_path, spec_jsons, staging_dir, maps)
     )
+    book.tally_by(written, _sets_written, "Count the sets written")
+    return written
+
+
+def _sets_written(count: int) -> tuple[str, int]:
+    return ROWS_OUT, int(count)
 
 
 def cells_shape(cells_path: str) -> tuple[int, int]:
@@ -172,9 +189,9 @@ def specs_from_args(args: argparse.Namespace, embedding_dim: int) -> list[Geocla
             records = json.loads(handle.read())
         return [GeoclassSetSpec.from_json(r) for r in records]
     if args.n_classes is None:
-        raise SystemExit(
-            "give --specs FILE or --n_classes N (with --n_sampled, --seed, --class_range, --planet)"
-        )
+        from schemas.cli import UsageError
+
+        raise UsageError("give --specs FILE or --n_classes N (with --n_sampled, --seed, --class_range, --planet)")
     class_range = tuple(int(x) for x in args.class_range.split(",")) if args.class_range else None
     planet = tuple(int(x) for x in args.planet.split(",")) if args.planet else None
     n_sampled = args.n_sampled if embedding_dim else 0
@@ -193,10 +210,18 @@ def check_specs(specs: Sequence[GeoclassSetSpec], n_nodes: int, embedding_dim: i
 
 
 def run(argv: Sequence[str] | None = None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cells", required=True, help="cells artifact (directory with _SUCCESS, or Parquet)")
-    parser.add_argument("--output", required=True, help="geoclass-sets artifact directory to write")
-    parser.add_argument("--specs", help="JSON list of parameter sets (GeoclassSetSpec.to_json records)")
+    args, options = parse_job_args(parser(), argv)
+    return launch(args, options)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The job's flags, declared once (``run`` parses argv with it, ``run_all`` fills it through ``job_args``)."""
+    parser = argparse.ArgumentParser(prog="pipelines.generate_geoclass_sets", description=__doc__.split("\n\n")[0],
+                                     allow_abbrev=False)
+    parser.add_argument("--cells", required=True, type=path_flag,
+                        help="cells artifact (directory with _SUCCESS, or Parquet)")
+    parser.add_argument("--output", required=True, type=path_flag, help="geoclass-sets artifact directory to write")
+    parser.add_argument("--specs", type=path_flag, help="JSON list of parameter sets (GeoclassSetSpec.to_json records)")
     parser.add_argument("--n_classes", type=int, help="classes of sets 1 and 2")
     parser.add_argument("--n_sampled", type=int, default=3, help="sampled sets after sets 1 and 2")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampled sets")
@@ -205,7 +230,11 @@ def run(argv: Sequence[str] | None = None):
     )
     parser.add_argument("--planet", help="t_min,t_max: add a PlaNet set")
     parser.add_argument("--no_maps", action="store_true", help="skip the PNG maps")
-    args, options = parse_job_args(parser, argv)
+    return add_job_flags(parser)
+
+
+def launch(args: argparse.Namespace, options):
+    """Build and run the job from typed arguments (``parser()``'s flags) and ``PipelineOptions``."""
     n_nodes, dim = cells_shape(args.cells)
     specs = specs_from_args(args, dim)
     check_specs(specs, n_nodes, dim, args.cells)
@@ -213,9 +242,10 @@ def run(argv: Sequence[str] | None = None):
     output = StagedOutput(args.output)
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, args.cells, specs, output.path, maps=not args.no_maps)
-    return run_job(pipeline, JOB, [output])
+    return run_job(pipeline, JOB, [output], args=args)
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run()
+    from schemas.cli import main
+
+    main("pipelines.generate_geoclass_sets")

@@ -22,8 +22,8 @@ On Dataflow: add ``--runner=DataflowRunner --project=P --region=R --temp_locatio
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -37,7 +37,7 @@ from apache_beam.metrics import Metrics
 from pipelines import common
 from schemas import Reason, SchemaError, check_columns
 from schemas import columns as c
-from schemas.io import SUCCESS_MARKER
+from schemas.artifacts import join, verify, write_json
 from schemas.tables import PHOTOS_WITH_CELL
 from schemas.tfrecord import SPLIT_EVAL, SPLIT_TRAIN, encode_example
 
@@ -63,8 +63,8 @@ class SetsInfo:
 def read_sets_info(path: str) -> SetsInfo:
     """``sets.json`` of a completed geoclass-sets artifact; a clear error if it is incomplete or malformed."""
     path = path.rstrip("/")
-    if not FileSystems.exists(FileSystems.join(path, SUCCESS_MARKER)):
-        raise SchemaError(f"geoclass sets {path}: no {SUCCESS_MARKER} marker; the job that writes it did not finish")
+    # Marker present and every file as written (an edited assignments.parquet is refused here).
+    verify(path, "geoclass sets", full=True)
     with FileSystems.open(FileSystems.join(path, SETS_JSON), compression_type="uncompressed") as handle:
         manifest = json.loads(handle.read())
     try:
@@ -159,11 +159,6 @@ class MakeExamples(beam.PTransform):
         ).with_outputs(SPLIT_TRAIN, SPLIT_EVAL, common.DEAD)
 
 
-def _count_examples(serialized: bytes, counter) -> bytes:
-    counter.inc()
-    return serialized
-
-
 def examples_manifest(info: SetsInfo, embedding_dim: int, eval_fraction: float, summary: common.JobSummary) -> dict:
     return {
         "format": 1,
@@ -206,11 +201,12 @@ def build_pipeline(
     checked = batches | "Validate photos" >> common.ValidateBatches(JOB, embedding_dim, need_embedding=True)
     unique = checked[common.VALID] | "Drop repeated photo ids" >> common.DropDuplicatePhotoIds(JOB)
     examples = unique[common.VALID] | "Make examples" >> MakeExamples(info, eval_fraction)
-    rows_out = Metrics.counter(JOB, common.ROWS_OUT)
+    book = common.ledger(pipeline)
     for split, shards in ((SPLIT_TRAIN, train_shards), (SPLIT_EVAL, eval_shards)):
-        _ = (
-            examples[split]
-            | f"Count {split} examples" >> beam.Map(_count_examples, rows_out)
+        counted = examples[split] | f"Count {split} examples" >> common.CountRowsOut(JOB)
+        book.tally(f"{split}_examples", counted, f"Tally {split} examples")
+        _ = book.written(
+            counted
             | f"Write {split} shards"
             >> beam.io.WriteToTFRecord(
                 FileSystems.join(examples_dir, split),
@@ -224,19 +220,33 @@ def build_pipeline(
     _ = dead | "Write dead letters" >> common.WriteDeadLetters(dead_letters_dir, JOB)
 
 
-def run(argv: Sequence[str] | None = None) -> common.JobSummary:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--photos", required=True, help="photos-with-cell artifact (bucket_cells OUT/photos)")
-    parser.add_argument("--geoclass_sets", required=True, help="geoclass-sets artifact directory")
-    parser.add_argument("--output", required=True, help="examples directory")
-    parser.add_argument("--dead_letters", default=None, help="default: OUTPUT.dead_letters")
+def run(argv: Sequence[str] | None = None) -> common.JobSummary | None:
+    args, options = common.parse_job_args(parser(), argv)
+    return launch(args, options)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The job's flags, declared once (``run`` parses argv with it, ``run_all`` fills it through ``job_args``)."""
+    parser = argparse.ArgumentParser(prog="pipelines.make_examples", description=__doc__.split("\n\n")[0],
+                                     allow_abbrev=False)
+    parser.add_argument("--photos", required=True, type=common.path_flag,
+                        help="photos-with-cell artifact (bucket_cells OUT/photos)")
+    parser.add_argument("--geoclass_sets", required=True, type=common.path_flag, help="geoclass-sets artifact directory")
+    parser.add_argument("--output", required=True, type=common.path_flag, help="examples directory")
+    parser.add_argument("--dead_letters", default=None, type=common.path_flag, help="default: OUTPUT.dead_letters")
     parser.add_argument("--eval_fraction", type=float, default=DEFAULT_EVAL_FRACTION)
     parser.add_argument("--train_shards", type=int, default=0, help="0: the runner decides")
     parser.add_argument("--eval_shards", type=int, default=0, help="0: the runner decides")
     parser.add_argument("--embedding_dim", type=int, default=None, help="default: the first embedding's length")
-    args, options = common.parse_job_args(parser, argv)
+    return common.add_job_flags(parser)
+
+
+def launch(args: argparse.Namespace, options) -> common.JobSummary | None:
+    """Build and run the job from typed arguments (``parser()``'s flags) and ``PipelineOptions``."""
     if not 0.0 <= args.eval_fraction <= 1.0:
-        parser.error(f"--eval_fraction must be in [0, 1], got {args.eval_fraction}")
+        from schemas.cli import UsageError
+
+        raise UsageError(f"--eval_fraction must be in [0, 1], got {args.eval_fraction}")
     check_columns("photos", common.table_schema(args.photos), PHOTOS_WITH_CELL)
     info = read_sets_info(args.geoclass_sets)
     check_level(args.photos, info)
@@ -260,18 +270,17 @@ def run(argv: Sequence[str] | None = None) -> common.JobSummary:
         args.eval_shards,
     )
 
-    def write_manifest(summary: common.JobSummary) -> None:
-        manifest = examples_manifest(info, args.embedding_dim, args.eval_fraction, summary)
-        if "://" not in examples.path:
-            import os
+    write_manifest = functools.partial(_write_manifest, examples.path, info, args.embedding_dim, args.eval_fraction)
+    return common.run_job(pipeline, JOB, [examples, dead_letters], before_commit=write_manifest, args=args)
 
-            os.makedirs(examples.path, exist_ok=True)
-        with FileSystems.create(FileSystems.join(examples.path, EXAMPLES_JSON)) as handle:
-            handle.write(json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
 
-    return common.run_job(pipeline, JOB, [examples, dead_letters], before_commit=write_manifest)
+def _write_manifest(directory: str, info: SetsInfo, embedding_dim: int, eval_fraction: float,
+                    summary: common.JobSummary) -> None:
+    """``examples.json`` with the counts of this run, written into the staging folder before the commit."""
+    write_json(join(directory, EXAMPLES_JSON), examples_manifest(info, embedding_dim, eval_fraction, summary))
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run()
+    from schemas.cli import main
+
+    main("pipelines.make_examples")

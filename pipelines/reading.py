@@ -173,16 +173,24 @@ def read_unit_batches(
 
 
 def table_schema(path: str) -> pa.Schema:
-    """The normalized schema of an input's first file (for validating columns at launch)."""
+    """The normalized schema of an input's first file (for validating columns at launch).
+
+    An unreadable first file (empty, not CSV/Parquet) is a ``SchemaError`` naming it.
+    """
     first = list_table_files(path)[0]
-    with FileSystems.open(first) as handle:
-        if first.endswith(".parquet"):
-            schema = pq.ParquetFile(handle).schema_arrow
-        else:
-            header = pacsv.open_csv(
-                handle, convert_options=pacsv.ConvertOptions(column_types=_csv_string_columns())
-            ).schema
-            schema = pa.schema([pa.field(n, _CANONICAL_TYPES.get(n, header.field(n).type)) for n in header.names])
+    try:
+        with FileSystems.open(first) as handle:
+            if first.endswith(".parquet"):
+                schema = pq.ParquetFile(handle).schema_arrow
+            else:
+                header = pacsv.open_csv(
+                    handle, convert_options=pacsv.ConvertOptions(column_types=_csv_string_columns())
+                ).schema
+                schema = pa.schema([pa.field(n, _CANONICAL_TYPES.get(n, header.field(n).type)) for n in header.names])
+    except (pa.ArrowInvalid, OSError) as error:
+        from schemas import SchemaError
+
+        raise SchemaError(f"input {first}: cannot read it as a table ({str(error).splitlines()[0]})") from None
     return pa.schema([pa.field(f.name, _CANONICAL_TYPES.get(f.name, f.type)) for f in schema])
 
 

@@ -24,17 +24,21 @@ training, partitions, evaluation) run where the command runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 
 import pyarrow.parquet as pq
 
+from schemas import artifacts
 from schemas import columns as c
 from schemas import io as artifact_io
+from schemas.cli import Parser, UsageError, nearest_flag
 
 LOG = logging.getLogger("cplanet.run_all")
 
@@ -68,18 +72,26 @@ class RunConfig:
     def from_file(cls, path: str | None) -> RunConfig:
         if not path:
             return cls()
-        with open(path) as f:
-            text = f.read()
+        if not artifacts.exists(path):
+            raise UsageError(f"--config {path}: no such file")
+        text = artifacts.read_bytes(path).decode("utf-8")
         if path.endswith((".yaml", ".yml")):
             import yaml
 
             values = yaml.safe_load(text) or {}
         else:
-            values = json.loads(text)
+            try:
+                values = json.loads(text)
+            except ValueError as error:
+                raise UsageError(f"--config {path}: not valid JSON ({error})") from None
+        if not isinstance(values, dict):
+            raise UsageError(f"--config {path}: expected a mapping of config keys, got {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise SystemExit(f"{path}: unknown config keys {unknown}; known keys: {sorted(known)}")
+            hints = "".join(nearest_flag(k, sorted(known)).replace("; did you mean", f" ({k}: did you mean")
+                            .replace("?", "?)") for k in unknown)
+            raise UsageError(f"--config {path}: unknown config keys {unknown}{hints}; known keys: {sorted(known)}")
         return cls(**values)
 
 
@@ -97,12 +109,17 @@ def scaled_defaults(config: RunConfig, n_train: int) -> RunConfig:
 
 
 def count_rows(path: str) -> int:
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in artifact_io.list_parquet_files(path))
+    total = 0
+    for f in artifact_io.list_parquet_files(path):
+        with artifacts.open_read(f) as handle:
+            total += pq.ParquetFile(handle).metadata.num_rows
+    return total
 
 
 def embedding_dim(path: str) -> int:
     first = artifact_io.list_parquet_files(path)[0]
-    column = pq.ParquetFile(first).read_row_group(0, columns=[c.EMBEDDING]).column(c.EMBEDDING)
+    with artifacts.open_read(first) as handle:
+        column = pq.ParquetFile(handle).read_row_group(0, columns=[c.EMBEDDING]).column(c.EMBEDDING)
     return len(column[0].as_py())
 
 
@@ -115,7 +132,7 @@ class Stages:
 
     def run(self, name: str, artifact: str | None, step: Callable[[], object]) -> None:
         self.done += 1
-        marker = artifact and os.path.exists(os.path.join(artifact, artifact_io.SUCCESS_MARKER))
+        marker = artifact and artifacts.exists(artifacts.join(artifact, artifact_io.SUCCESS_MARKER))
         if self.resume and marker:
             LOG.info("[%d/%d] %s: complete at %s, skipped (--resume)", self.done, self.total, name, artifact)
             return
@@ -129,64 +146,74 @@ class Stages:
 def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args: Sequence[str] = (),
               resume: bool = False) -> dict:
     """Run every stage; returns the evaluation report (also written to ``workdir/evaluation.json``)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
     from partition_gen import partitions as partitions_lib
     from pipelines import batch_predict, bucket_cells, evaluate, generate_geoclass_sets, make_examples
+    from pipelines.options import job_args, offline_pipeline_args
     from trainer import export as trainer_export
+    from trainer import hparams
     from trainer import train as trainer_train
     from trainer.backbone import FEATURE_DIM
 
-    os.makedirs(workdir, exist_ok=True)
+    workdir, train, test = artifacts.absolute(workdir), artifacts.absolute(train), artifacts.absolute(test)
+    if not artifacts.is_remote(workdir):
+        os.makedirs(workdir, exist_ok=True)
     n_train = count_rows(train)
     config = scaled_defaults(config, n_train)
     record = {"train": train, "test": test, "n_train_rows": n_train, **dataclasses.asdict(config)}
-    record_path = os.path.join(workdir, "run_config.json")
-    if resume and os.path.exists(record_path):
-        with open(record_path) as f:
-            previous = json.load(f)
+    record_path = artifacts.join(workdir, "run_config.json")
+    if artifacts.exists(record_path):
+        previous = artifacts.read_json(record_path)
         # Only the stages after training read TEST and the figure choice; everything else shapes artifacts
-        # that --resume would keep, so a change there must start afresh rather than mix two runs.
+        # that would be kept or mixed, so a change there must start afresh rather than mix two runs.
         changed = sorted(k for k in record if k not in ("test", "figure_photo_id", "methods", "top_k")
                          and previous.get(k) != record[k])
-        if changed:
+        if changed and resume:
             differences = ", ".join(f"{k}: {previous.get(k)!r} -> {record[k]!r}" for k in changed)
-            raise SystemExit(
+            raise UsageError(
                 f"--resume: {workdir} was built with other settings ({differences}); "
-                "use a new --workdir or drop --resume"
+                "use a new --workdir, or drop --resume to rebuild everything there"
             )
-    with open(record_path, "w") as f:
-        json.dump(record, f, indent=2)
+    artifacts.write_json(record_path, record)
     LOG.info("run config (scaled to %d training rows): %s", n_train, dataclasses.asdict(config))
 
-    path = {name: os.path.join(workdir, name) for name in
+    path = {name: artifacts.join(workdir, name) for name in
             ("bucket", "sets", "examples", "train", "model", "partitions", "predictions")}
-    beam_args = list(beam_args)
+    # Every Beam stage gets the same PipelineOptions (runner flags given to run_all) and typed job arguments.
+    options = PipelineOptions(offline_pipeline_args(list(beam_args)))
     stages = Stages(workdir, resume, total=7)
+    cells, photos = artifacts.join(path["bucket"], "cells"), artifacts.join(path["bucket"], "photos")
 
-    stages.run("bucket photos into S2 cells", os.path.join(path["bucket"], "cells"), lambda: bucket_cells.run(
-        ["--features", train, "--output", path["bucket"], "--level", str(config.level)] + beam_args))
+    stages.run("bucket photos into S2 cells", cells, lambda: bucket_cells.launch(
+        job_args(bucket_cells.parser(), features=train, output=path["bucket"], level=config.level), options))
 
-    set_args = ["--cells", os.path.join(path["bucket"], "cells"), "--output", path["sets"],
-                "--n_classes", str(config.classes_per_set), "--n_sampled", str(config.n_sampled_sets),
-                "--seed", str(config.seed)]
-    if config.planet:
-        set_args += ["--planet", f"{config.planet_t_min},{config.planet_t_max}"]
-    stages.run("generate geoclass sets", path["sets"], lambda: generate_geoclass_sets.run(set_args + beam_args))
+    planet = f"{config.planet_t_min},{config.planet_t_max}" if config.planet else None
+    stages.run("generate geoclass sets", path["sets"], lambda: generate_geoclass_sets.launch(
+        job_args(generate_geoclass_sets.parser(), cells=cells, output=path["sets"],
+                 n_classes=config.classes_per_set, n_sampled=config.n_sampled_sets, seed=config.seed,
+                 planet=planet), options))
 
-    stages.run("make training examples", path["examples"], lambda: make_examples.run(
-        ["--photos", os.path.join(path["bucket"], "photos"), "--geoclass_sets", path["sets"], "--output", path["examples"],
-         "--eval_fraction", str(config.eval_fraction)] + beam_args))
+    stages.run("make training examples", path["examples"], lambda: make_examples.launch(
+        job_args(make_examples.parser(), photos=photos, geoclass_sets=path["sets"], output=path["examples"],
+                 eval_fraction=config.eval_fraction), options))
 
     def train_and_export():
-        trainer_train.run(
-            ["--examples", path["examples"], "--sets", path["sets"], "--job_dir", path["train"],
-             "--epochs", str(config.epochs), "--batch_size", str(config.batch_size),
-             "--learning_rate", str(config.learning_rate), "--seed", str(config.seed), "--verbose", "0"])
-        export_args = ["--job_dir", path["train"], "--sets", path["sets"], "--export_dir", path["model"]]
+        params = hparams.HParams(epochs=config.epochs, batch_size=config.batch_size,
+                                 learning_rate=config.learning_rate, seed=config.seed, verbose=0)
+        if not resume:
+            artifacts.delete_tree(path["train"])  # a fresh run trains afresh (--resume continues checkpoints)
+        # The trainer reads and writes local files; a gs:// workdir is mirrored through Beam's FileSystems
+        # (TensorFlow's own gs:// client ignores STORAGE_EMULATOR_HOST and custom endpoints).
+        with local_mirror(path["examples"]) as examples, local_mirror(path["sets"]) as sets, \
+                local_mirror(path["train"], write_back=True) as job_dir:
+            result = trainer_train.train(examples, sets, job_dir, params)
         # The image geolocator stacks the heads on Inception v3, so it exists only for 2048-d features.
-        if embedding_dim(train) != FEATURE_DIM:
-            export_args.append("--no_geolocator")
-        trainer_export.run(export_args)
+        trainer_export.export_model(result.model, path["model"], sets_binding,
+                                    with_geolocator=embedding_dim(train) == FEATURE_DIM,
+                                    trained_checksum=result.binding.checksum)
 
+    sets_binding = artifacts.read_json(artifacts.join(path["sets"], "sets.json"))
     stages.run("train the heads and export the model", path["model"], train_and_export)
 
     def build_partitions():
@@ -198,23 +225,38 @@ def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args:
 
     run_date = "1970-01-01"  # evaluation runs are not nightly runs; a fixed date makes reruns replace them
     predictions = batch_predict.run_output_dir(path["predictions"], run_date)
-    stages.run("predict the test photos", predictions, lambda: batch_predict.run(
-        ["--manifest", test, "--model", path["model"], "--partitions", path["partitions"],
-         "--output", path["predictions"], "--run_date", run_date, "--methods", config.methods,
-         "--top_k", str(config.top_k)] + beam_args))
+    stages.run("predict the test photos", predictions, lambda: batch_predict.launch(
+        job_args(batch_predict.parser(), manifest=test, model=path["model"], partitions=path["partitions"],
+                 output=path["predictions"], run_date=run_date, methods=config.methods, top_k=config.top_k),
+        options))
 
     report: dict = {}
 
     def run_evaluation():
-        report.update(evaluate.run(["--predictions", predictions, "--truth", test, "--out", workdir]))
+        report.update(evaluate.evaluate_to(predictions, test, workdir))
 
     stages.run("evaluate", None, run_evaluation)
     figure = draw_progressive_map(workdir, test, path["model"], path["sets"], path["partitions"],
                                   config.figure_photo_id)
     LOG.info("Figure 4 (sets added one by one) for one test photo: %s", figure)
-    with open(os.path.join(workdir, "stage_seconds.json"), "w") as f:
-        json.dump(stages.seconds, f, indent=2)
+    artifacts.write_json(artifacts.join(workdir, "stage_seconds.json"), stages.seconds)
     return report
+
+
+@contextlib.contextmanager
+def local_mirror(directory: str, write_back: bool = False):
+    """``directory`` itself when local; for gs:// a temporary local copy (copied back if ``write_back``)."""
+    if not artifacts.is_remote(directory):
+        yield directory
+        return
+    with tempfile.TemporaryDirectory(prefix="cplanet-mirror-") as local:
+        for path in artifacts.list_files(directory):
+            artifacts.copy_file(path, os.path.join(local, artifacts.relative(path, directory)))
+        yield local
+        if write_back:
+            artifacts.delete_tree(directory)
+            for path in artifacts.list_files(local):
+                artifacts.copy_file(path, artifacts.join(directory, artifacts.relative(path, local)))
 
 
 def draw_progressive_map(workdir: str, test: str, model_dir: str, sets_dir: str, partitions_dir: str,
@@ -233,14 +275,19 @@ def draw_progressive_map(workdir: str, test: str, model_dir: str, sets_dir: str,
     elif photo_id in ids:
         row = ids.index(photo_id)
     else:
-        raise SystemExit(f"figure_photo_id '{photo_id}' is not in {test}")
+        raise UsageError(f"config figure_photo_id: '{photo_id}' is not in {test}; pick a photo_id of the test photos")
     embedding = np.asarray(table.column(c.EMBEDDING)[row].as_py(), dtype=np.float32)[None, :]
-    probabilities = load_features_model(model_dir, sets_dir).predict(embedding, verbose=0)
+    sets_json = artifacts.read_json(artifacts.join(sets_dir, "sets.json"))  # a mapping: no TensorFlow gs:// reads
+    probabilities = load_features_model(model_dir, sets_json).predict(embedding, verbose=0)
     parts = load_partitions(partitions_dir)
-    path = os.path.join(workdir, f"figure4_{ids[row]}.png".replace(os.sep, "_"))
-    plot_progressive_map(parts, {k: np.asarray(v)[0] for k, v in probabilities.items()},
-                         table.column(c.LAT)[row].as_py(), table.column(c.LNG)[row].as_py(), path,
-                         photo_id=str(ids[row]))
+    name = f"figure4_{ids[row]}.png".replace(os.sep, "_")
+    with tempfile.TemporaryDirectory() as local:
+        drawn = os.path.join(local, name)
+        plot_progressive_map(parts, {k: np.asarray(v)[0] for k, v in probabilities.items()},
+                             table.column(c.LAT)[row].as_py(), table.column(c.LNG)[row].as_py(), drawn,
+                             photo_id=str(ids[row]))
+        path = artifacts.join(workdir, name)
+        artifacts.copy_file(drawn, path)  # local or gs:// alike
     return path
 
 
@@ -251,18 +298,30 @@ def configure_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def parser() -> argparse.ArgumentParser:
+    p = Parser(prog="pipelines.run_all", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train", required=True, help=f"training photos: Parquet with {c.PHOTO_ID}, {c.LAT}, "
+                   f"{c.LNG}, {c.EMBEDDING}")
+    p.add_argument("--test", required=True, help="test photos, same columns")
+    p.add_argument("--workdir", required=True, help="every artifact and evaluation.json go here (local or gs://)")
+    p.add_argument("--config", default=None, help="JSON or YAML file with RunConfig overrides")
+    p.add_argument("--resume", action="store_true", help="skip stages whose artifact is complete")
+    return p
+
+
 def run(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", required=True, help=f"training photos: Parquet with {c.PHOTO_ID}, {c.LAT}, "
-                        f"{c.LNG}, {c.EMBEDDING}")
-    parser.add_argument("--test", required=True, help="test photos, same columns")
-    parser.add_argument("--workdir", required=True, help="every artifact and evaluation.json go here")
-    parser.add_argument("--config", default=None, help="JSON or YAML file with RunConfig overrides")
-    parser.add_argument("--resume", action="store_true", help="skip stages whose artifact is complete")
-    args, beam_args = parser.parse_known_args(argv)
+    from pipelines.options import check_flags
+
+    p = parser()
+    args, beam_args = p.parse_known_args(argv)
+    # Whatever run_all does not know must be a Beam pipeline option (for every Beam stage); a typo such as
+    # --confg stops here with status 2 instead of silently training with the defaults.
+    check_flags(p, beam_args)
     configure_logging()
     return run_chain(args.train, args.test, args.workdir, RunConfig.from_file(args.config), beam_args, args.resume)
 
 
 if __name__ == "__main__":
-    run()
+    from schemas.cli import main
+
+    main("pipelines.run_all")

@@ -36,8 +36,8 @@ class ArtifactError(Exception):
     """An artifact cannot be used as it is (a data problem: the command exits with status 1)."""
 
 
-class IncompleteArtifactError(ArtifactError, RuntimeError):
-    """A directory artifact has no _SUCCESS marker (its job died or is still running)."""
+class IncompleteArtifactError(ArtifactError, RuntimeError, FileNotFoundError):
+    """A directory artifact has no _SUCCESS marker (its job died or is still running): no complete artifact."""
 
 
 class ArtifactChecksumError(ArtifactError, ValueError):

@@ -6,6 +6,7 @@ import json
 import os
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -14,8 +15,9 @@ from partition_gen.combine import Method
 from partition_gen.evaluation import standard_methods
 from partition_gen.partitions import PartitionsMismatchError, build_partitions, save_partitions
 from pipelines import batch_predict
-from schemas import Reason
+from schemas import PREDICTIONS, Reason
 from schemas import columns as c
+from schemas.artifacts import write_marker
 from schemas.io import read_table
 from tests.test_partitions import random_sets
 
@@ -38,6 +40,7 @@ def make_model(model_dir, set_names, ks, checksum):
                 "n_classes": dict(zip(set_names, ks)), "sets_checksum": checksum}
     with open(os.path.join(model_dir, "manifest.json"), "w") as f:
         json.dump(manifest, f)
+    write_marker(model_dir)  # as trainer.export does: the model is complete, with checksums
     return model
 
 
@@ -76,7 +79,14 @@ def test_rerun_of_a_date_replaces_its_output_and_bad_rows_are_dead_letters(artif
     # One complete folder for the date, no staging or old copies beside it, and only the second run's rows.
     assert sorted(os.listdir(out)) == ["run_date=2024-05-01"]
     run_dir = out / "run_date=2024-05-01"
-    assert (run_dir / "_SUCCESS").exists() and (run_dir / "dead_letters" / "_SUCCESS").exists()
+    dead_dir = root / "predictions.dead_letters" / "run_date=2024-05-01"
+    assert (run_dir / "_SUCCESS").exists() and (dead_dir / "_SUCCESS").exists()
+    # The date folder holds predictions only: pandas reads it as one table of predictions, one row per photo and
+    # method (dead letters live in the sibling tree).
+    frame = pd.read_parquet(run_dir)
+    assert list(frame.columns) == PREDICTIONS.names
+    assert len(frame) == len(frame.drop_duplicates([c.PHOTO_ID, c.METHOD])) == 20 * len(standard_methods(parts.set_names))
+    assert frame[c.LAT].notna().all()
     table = read_table(str(run_dir))
     methods = [m.name for m in standard_methods(parts.set_names)]
     assert table.num_rows == 20 * len(methods)
@@ -85,7 +95,7 @@ def test_rerun_of_a_date_replaces_its_output_and_bad_rows_are_dead_letters(artif
     assert {r[c.METHOD] for r in rows} == set(methods)
     assert {r[c.RUN_DATE] for r in rows} == {"2024-05-01"} and {r[c.MODEL_ID] for r in rows} == {"tiny-model-1"}
 
-    dead = {(r[c.PHOTO_ID], r[c.REASON]) for r in read_table(str(run_dir / "dead_letters")).to_pylist()}
+    dead = {(r[c.PHOTO_ID], r[c.REASON]) for r in read_table(str(dead_dir)).to_pylist()}
     assert dead == {("photo-nan", Reason.NAN_EMBEDDING), ("photo-short", Reason.BAD_EMBEDDING_LENGTH),
                     ("photo-0", Reason.DUPLICATE_PHOTO_ID), ("", Reason.MISSING_PHOTO_ID)}
 
@@ -103,17 +113,18 @@ def test_rerun_of_a_date_replaces_its_output_and_bad_rows_are_dead_letters(artif
             assert row[c.PARTITIONS_ID] == parts.restrict(method.set_names).partitions_id
 
 
-def test_a_model_of_other_geoclass_sets_is_refused_at_launch(artifacts, tmp_path):
+def test_a_model_of_other_geoclass_sets_is_refused_at_launch(artifacts, tmp_path, capsys):
     root, parts, _ = artifacts
     make_model(str(tmp_path / "other"), parts.set_names, parts.n_classes, "sets-OTHER")
     write_manifest(tmp_path / "m.parquet", 3, seed=3)
     with pytest.raises(PartitionsMismatchError, match="sets-OTHER.*sets-T"):
         batch_predict.run(["--manifest", str(tmp_path / "m.parquet"), "--model", str(tmp_path / "other"),
                            "--partitions", str(root / "partitions"), "--output", str(tmp_path / "out")] + RUNNER)
-    with pytest.raises(ValueError, match="run_date must be YYYY-MM-DD"):
+    with pytest.raises(SystemExit) as stop:
         batch_predict.run(["--manifest", str(tmp_path / "m.parquet"), "--model", str(root / "model"),
                            "--partitions", str(root / "partitions"), "--output", str(tmp_path / "out"),
                            "--run_date", "May 1"] + RUNNER)
+    assert stop.value.code == 2 and "--run_date: must be YYYY-MM-DD" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
@@ -131,6 +142,7 @@ def test_image_manifest_with_default_method_and_evaluation(artifacts, tmp_path):
     heads = {n: keras.layers.Dense(k, activation="softmax", name=n)(pooled) for n, k in zip(parts.set_names, parts.n_classes)}
     geolocator = keras.Model(images, heads)
     geolocator.save(str(model_dir / "geolocator.keras"))
+    write_marker(str(model_dir))
 
     rng = np.random.default_rng(5)
     pixels = rng.integers(0, 255, (2, 40, 50, 3), dtype=np.uint8)
@@ -148,7 +160,7 @@ def test_image_manifest_with_default_method_and_evaluation(artifacts, tmp_path):
     run_dir = out / "run_date=2024-06-02"
     rows = read_table(str(run_dir)).to_pylist()
     assert {(r[c.PHOTO_ID], r[c.METHOD]) for r in rows} == {("a", "CPlaNet[1-3]"), ("b", "CPlaNet[1-3]")}
-    dead = {(r[c.PHOTO_ID], r[c.REASON]) for r in read_table(str(run_dir / "dead_letters")).to_pylist()}
+    dead = {(r[c.PHOTO_ID], r[c.REASON]) for r in read_table(f"{out}.dead_letters/run_date=2024-06-02").to_pylist()}
     assert dead == {("c", Reason.UNREADABLE_IMAGE), ("d", Reason.MISSING_FILE)}
 
     # The same photos through Keras directly: resized like the job, then the combiner.
@@ -167,3 +179,32 @@ def test_image_manifest_with_default_method_and_evaluation(artifacts, tmp_path):
     acc = report["methods"]["CPlaNet[1-3]"]["accuracy"]
     assert acc["1"] == 0.5 and acc["750"] == 0.5 and acc["2500"] == 1.0
     assert (tmp_path / "eval" / "evaluation.md").exists() and (tmp_path / "eval" / "accuracy.png").exists()
+
+
+def test_an_all_bad_night_fails_and_leaves_the_previous_output_of_its_date(artifacts, tmp_path):
+    root, parts, _ = artifacts
+    out = tmp_path / "predictions"
+    common = ["--model", str(root / "model"), "--partitions", str(root / "partitions"), "--output", str(out),
+              "--run_date", "2024-05-03"] + RUNNER
+    write_manifest(tmp_path / "good.parquet", 6, seed=4)
+    batch_predict.run(["--manifest", str(tmp_path / "good.parquet")] + common)
+    run_dir = out / "run_date=2024-05-03"
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({c.PHOTO_ID: ["x", "y", ""], c.EMBEDDING: pa.array([[float("nan")] * DIM, [0.0], [0.0] * DIM],
+                                                                             type=pa.list_(pa.float32()))}), bad)
+    from pipelines.common import JobCheckError
+
+    with pytest.raises(JobCheckError, match="100% of the rows are dead letters"):
+        batch_predict.run(["--manifest", str(bad)] + common)
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+    assert sorted(os.listdir(out)) == ["run_date=2024-05-03"]  # no staging folder left either
+    # An empty manifest fails too, unless an empty night is expected.
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({c.PHOTO_ID: pa.array([], pa.string()), c.EMBEDDING: pa.array([], pa.list_(pa.float32()))}),
+                   empty)
+    with pytest.raises(JobCheckError, match="read no rows"):
+        batch_predict.run(["--manifest", str(empty)] + common)
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+    summary = batch_predict.run(["--manifest", str(empty), "--allow_empty"] + common)
+    assert (summary.rows_in, summary.rows_out) == (0, 0)

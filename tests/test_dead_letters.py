@@ -61,7 +61,7 @@ def test_bucket_cells_dead_letters_every_bad_feature_row(tmp_path):
     (features / SUCCESS_MARKER).touch()
     out = tmp_path / "out"
     summary = bucket_cells.run(
-        [f"--features={features}", f"--output={out}", f"--embedding_dim={DIM}", "--direct_num_workers=1"]
+        [f"--features={features}", f"--output={out}", f"--embedding_dim={DIM}", "--direct_num_workers=1", "--max_dead_letter_fraction=1"]
     )
     dead = read_table(str(out / "dead_letters"))
     good = [r for r in FEATURE_ROWS if r[4] is None]
@@ -90,7 +90,7 @@ def test_text_manifest_values_that_are_not_numbers(tmp_path):
         'e,1.5,2.5,"[1, 2, x, 4]"\n'
     )
     out = tmp_path / "out"
-    summary = bucket_cells.run([f"--features={manifest}", f"--output={out}", "--direct_num_workers=1"])
+    summary = bucket_cells.run([f"--features={manifest}", f"--output={out}", "--direct_num_workers=1", "--max_dead_letter_fraction=1"])
     dead = read_table(str(out / "dead_letters"))
     _assert_accounted(summary, 5, 1, dead)
     assert sorted((d[c.PHOTO_ID], d[c.REASON]) for d in dead.to_pylist()) == [
@@ -139,7 +139,7 @@ def test_extract_features_dead_letters_every_bad_image_row(tmp_path, backbone_pa
     )
     out = tmp_path / "features"
     summary = extract_features.run(
-        [f"--manifest={manifest}", f"--output={out}", f"--backbone_model={backbone_path}", "--direct_num_workers=1"]
+        [f"--manifest={manifest}", f"--output={out}", f"--backbone_model={backbone_path}", "--direct_num_workers=1", "--max_dead_letter_fraction=1"]
     )
     dead = read_table(f"{out}.dead_letters")
     _assert_accounted(summary, len(rows), 2, dead)

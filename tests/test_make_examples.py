@@ -15,7 +15,7 @@ import tensorflow as tf
 from pipelines import make_examples as me
 from schemas import Reason, SchemaError
 from schemas import columns as c
-from schemas.io import SUCCESS_MARKER, read_table
+from schemas.io import SUCCESS_MARKER, IncompleteArtifactError, read_table
 from schemas.tfrecord import feature_spec
 
 DIM = 8
@@ -132,7 +132,7 @@ def test_sets_at_another_level_are_refused_at_launch(inputs):
     with pytest.raises(SchemaError, match="level 14.*level 10"):
         me.run([f"--photos={tmp / 'photos'}", f"--geoclass_sets={other}", f"--output={tmp / 'x'}"])
     (other / SUCCESS_MARKER).unlink()
-    with pytest.raises(SchemaError, match=SUCCESS_MARKER):
+    with pytest.raises(IncompleteArtifactError, match=SUCCESS_MARKER):
         me.run([f"--photos={tmp / 'photos'}", f"--geoclass_sets={other}", f"--output={tmp / 'x'}"])
     assert not (tmp / "x").exists()
 

@@ -12,6 +12,7 @@ from partition_gen.geo import haversine_km
 from partition_gen.retrieval import prior_only_baseline
 from pipelines import run_all, sample_data
 from schemas import columns as c
+from schemas.cli import UsageError
 
 THRESHOLDS = [1, 5, 10, 25, 50, 100, 200, 750, 2500]
 
@@ -86,13 +87,13 @@ def test_figure4_command_draws_the_chosen_photo(chain, tmp_path):
     assert draw_figure4.run(["--workdir", str(chain["workdir"]), "--features", str(chain["test"]),
                              "--photo_id", photo_id, "--out", str(out)]) == str(out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
-    with pytest.raises(SystemExit, match="not in"):
+    with pytest.raises(UsageError, match="not in"):
         draw_figure4.run(["--workdir", str(chain["workdir"]), "--features", str(chain["test"]), "--photo_id", "nope"])
 
 
 def test_resume_refuses_a_workdir_built_with_other_settings(chain, tmp_path):
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"classes_per_set": 30, "epochs": 4, "seed": 1}))
-    with pytest.raises(SystemExit, match="classes_per_set: 25 -> 30"):
+    with pytest.raises(UsageError, match="classes_per_set: 25 -> 30"):
         run_all.run(["--train", chain["train"], "--test", str(chain["test"]), "--workdir", str(chain["workdir"]),
                      "--config", str(other), "--resume"])

@@ -32,7 +32,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from schemas.io import SUCCESS_MARKER, replace_directory_atomic, staging_path
+from schemas import artifacts
+from schemas.artifacts import commit_staged, local_staging
 from trainer import inputs
 from trainer.backbone import FEATURE_DIM, build_backbone
 from trainer.model import head_sizes
@@ -126,24 +127,16 @@ def export_model(
             "exporting a geolocator with a randomly initialised backbone (no --backbone_weights given)"
         )
 
-    remote = "://" in export_dir
-    staging = tempfile.mkdtemp(prefix="cplanet-export-") if remote else staging_path(export_dir)
+    # Files go to a local staging directory (a sibling, or a temporary directory for gs://: TensorFlow's own
+    # gs:// client is not used), then are published with the checksummed _SUCCESS marker last.
+    staging = local_staging(export_dir)
     try:
         features_model.save(os.path.join(staging, FEATURES_MODEL_FILE))
         if with_geolocator:
             build_geolocator(features_model, backbone_weights).save(os.path.join(staging, GEOLOCATOR_FILE))
         with open(os.path.join(staging, MANIFEST_FILE), "w") as handle:
             handle.write(json.dumps(manifest, indent=2) + "\n")
-        if remote:
-            tf.io.gfile.makedirs(export_dir)
-            files = sorted(os.listdir(staging), key=lambda name: name == MANIFEST_FILE)
-            for name in files + [SUCCESS_MARKER]:
-                source = os.path.join(staging, name)
-                if name == SUCCESS_MARKER:
-                    open(source, "w").close()
-                tf.io.gfile.copy(source, os.path.join(export_dir, name), overwrite=True)
-        else:
-            replace_directory_atomic(staging, export_dir)
+        commit_staged(staging, export_dir, {"model_id": manifest["model_id"]})
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("exported model %s for sets %s to %s", manifest["model_id"], manifest["set_names"], export_dir)
@@ -151,11 +144,12 @@ def export_model(
 
 
 def read_manifest(model_dir: str) -> dict:
-    path = os.path.join(model_dir, MANIFEST_FILE)
-    if not tf.io.gfile.exists(path):
+    path = artifacts.join(model_dir, MANIFEST_FILE)
+    if not artifacts.exists(path):
         raise FileNotFoundError(f"{model_dir} is not a model artifact: it has no {MANIFEST_FILE}")
-    with tf.io.gfile.GFile(path, "r") as handle:
-        manifest = json.loads(handle.read())
+    # Complete (a killed export has no marker) and unchanged since the export (checksums in the marker).
+    artifacts.verify(model_dir, "model", full=True)
+    manifest = artifacts.read_json(path)
     missing = [
         k
         for k in ("model_id", "embedding_dim", "set_names", "n_classes", "sets_checksum")
@@ -179,10 +173,10 @@ def _manifest_binding(model_dir: str, manifest: Mapping) -> inputs.SetsBinding:
 def _load_checked(model_dir: str, file_name: str, sets: str | Mapping, input_dim: int | None) -> keras.Model:
     manifest = read_manifest(model_dir)
     inputs.check_binding(_manifest_binding(model_dir, manifest), inputs.read_sets_binding(sets))
-    path = os.path.join(model_dir, file_name)
-    if not tf.io.gfile.exists(path):
+    path = artifacts.join(model_dir, file_name)
+    if not artifacts.exists(path):
         raise FileNotFoundError(f"{model_dir} has no {file_name}")
-    model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    model = keras.saving.load_model(_local_copy(path), compile=False, safe_mode=True)
     sizes = head_sizes(model)
     expected = {name: int(manifest["n_classes"][name]) for name in manifest["set_names"]}
     got_dim = int(model.input.shape[-1])
@@ -192,6 +186,16 @@ def _load_checked(model_dir: str, file_name: str, sets: str | Mapping, input_dim
             f"{sizes} on {got_dim}-d input, the manifest says {expected} on {input_dim}-d input"
         )
     return model
+
+
+def _local_copy(path: str) -> str:
+    """Keras loads local files; a gs:// model file is copied through Beam's FileSystems (TensorFlow's own gs://
+    client would ignore STORAGE_EMULATOR_HOST and custom endpoints)."""
+    if not artifacts.is_remote(path):
+        return path
+    local = os.path.join(tempfile.mkdtemp(prefix="cplanet-model-"), os.path.basename(path))
+    artifacts.copy_file(path, local)
+    return local
 
 
 def load_features_model(model_dir: str, sets: str | Mapping) -> keras.Model:
@@ -221,7 +225,9 @@ def latest_checkpoint(job_dir: str) -> tuple[str, str]:
 
 
 def run(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from schemas.cli import Parser
+
+    parser = Parser(prog="trainer.export", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--job_dir", required=True, help="a trainer job dir; its newest checkpoint is exported"
     )
@@ -248,5 +254,6 @@ def run(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run()
+    from schemas.cli import main
+
+    main("trainer.export")
