@@ -53,7 +53,8 @@ def add_job_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The flags every Beam job takes (the job's exit status and commit depend on them)."""
     group = parser.add_argument_group("accounting and launch (every job)")
     group.add_argument(
-        "--allow_empty", action="store_true", help="succeed even when the input has no rows (default: fail)"
+        "--allow_empty", type=_bool, nargs="?", const=True, default=False,
+        help="succeed even when the input has no rows (default: fail); --allow_empty or --allow_empty=true",
     )
     group.add_argument(
         "--max_dead_letter_fraction",
