@@ -75,6 +75,7 @@ from pipelines.common import (
 from schemas import PREDICTIONS, Reason
 from schemas import columns as c
 from schemas.artifacts import absolute, verify
+from schemas.cli import Parser
 
 LOG = logging.getLogger(__name__)
 
@@ -466,8 +467,7 @@ def check_embedding_size(manifest: str, model_dir: str, embedding_dim: int, kind
 def parser() -> argparse.ArgumentParser:
     """The job's flags, declared once: ``run`` parses argv with it, ``run_all`` fills it through ``job_args``, and
     ``templates/batch_predict_metadata.json`` is held equal to it by tests/test_templates.py."""
-    p = argparse.ArgumentParser(prog="pipelines.batch_predict", description=__doc__.split("\n\n")[0],
-                                allow_abbrev=False)
+    p = Parser(prog="pipelines.batch_predict", description=__doc__.split("\n\n")[0])
     p.add_argument("--manifest", required=True, type=path_flag,
                    help="photos to geolocate: CSV/Parquet file, glob or directory")
     p.add_argument("--model", required=True, type=path_flag, help="trainer export: manifest.json + *.keras")

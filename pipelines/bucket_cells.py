@@ -39,6 +39,7 @@ from partition_gen.s2cells import latlng_to_cell_ids
 from pipelines import common
 from schemas import CELLS, PHOTOS_WITH_CELL, SchemaError
 from schemas import columns as c
+from schemas.cli import Parser
 
 JOB = "bucket_cells"
 DEFAULT_LEVEL = 14
@@ -317,7 +318,7 @@ def build_pipeline(
 
 def parser() -> argparse.ArgumentParser:
     """The job's flags, declared once (``run`` parses argv with it, ``run_all`` fills it through ``job_args``)."""
-    p = argparse.ArgumentParser(prog="pipelines.bucket_cells", description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    p = Parser(prog="pipelines.bucket_cells", description=__doc__.split("\n\n")[0])
     p.add_argument("--features", required=True, type=common.path_flag, help="features artifact: directory, file or glob")
     p.add_argument("--output", required=True, type=common.path_flag,
                    help="writes OUTPUT/cells, OUTPUT/photos, OUTPUT/dead_letters")

@@ -29,7 +29,6 @@ On Dataflow (workers need TensorFlow: use the project's SDK container, see docs/
 
 from __future__ import annotations
 
-import argparse
 import io
 import logging
 import os
@@ -46,6 +45,7 @@ from apache_beam.ml.inference.base import RunInference
 from pipelines import common
 from schemas import FEATURES, Reason, SchemaError, validate_manifest
 from schemas import columns as c
+from schemas.cli import Parser
 
 JOB = "extract_features"
 IMAGE_SIZE = 299
@@ -250,8 +250,7 @@ def build_pipeline(
 
 
 def run(argv: Sequence[str] | None = None) -> common.JobSummary:
-    parser = argparse.ArgumentParser(prog="pipelines.extract_features", description=__doc__.split("\n\n")[0],
-                                     allow_abbrev=False)
+    parser = Parser(prog="pipelines.extract_features", description=__doc__.split("\n\n")[0])
     parser.add_argument("--manifest", required=True, type=common.path_flag, help="CSV/Parquet file, glob or directory")
     parser.add_argument("--output", required=True, type=common.path_flag, help="features artifact directory")
     parser.add_argument("--dead_letters", default=None, type=common.path_flag, help="default: OUTPUT.dead_letters")

@@ -60,6 +60,7 @@ from pipelines.common import (
     run_job,
 )
 from schemas import columns as c
+from schemas.cli import Parser
 from schemas.io import list_parquet_files, read_table
 
 JOB = "generate_geoclass_sets"
@@ -216,8 +217,7 @@ def run(argv: Sequence[str] | None = None):
 
 def parser() -> argparse.ArgumentParser:
     """The job's flags, declared once (``run`` parses argv with it, ``run_all`` fills it through ``job_args``)."""
-    parser = argparse.ArgumentParser(prog="pipelines.generate_geoclass_sets", description=__doc__.split("\n\n")[0],
-                                     allow_abbrev=False)
+    parser = Parser(prog="pipelines.generate_geoclass_sets", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cells", required=True, type=path_flag,
                         help="cells artifact (directory with _SUCCESS, or Parquet)")
     parser.add_argument("--output", required=True, type=path_flag, help="geoclass-sets artifact directory to write")

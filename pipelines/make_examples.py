@@ -38,6 +38,7 @@ from pipelines import common
 from schemas import Reason, SchemaError, check_columns
 from schemas import columns as c
 from schemas.artifacts import join, verify, write_json
+from schemas.cli import Parser
 from schemas.tables import PHOTOS_WITH_CELL
 from schemas.tfrecord import SPLIT_EVAL, SPLIT_TRAIN, encode_example
 
@@ -227,8 +228,7 @@ def run(argv: Sequence[str] | None = None) -> common.JobSummary | None:
 
 def parser() -> argparse.ArgumentParser:
     """The job's flags, declared once (``run`` parses argv with it, ``run_all`` fills it through ``job_args``)."""
-    parser = argparse.ArgumentParser(prog="pipelines.make_examples", description=__doc__.split("\n\n")[0],
-                                     allow_abbrev=False)
+    parser = Parser(prog="pipelines.make_examples", description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", required=True, type=common.path_flag,
                         help="photos-with-cell artifact (bucket_cells OUT/photos)")
     parser.add_argument("--geoclass_sets", required=True, type=common.path_flag, help="geoclass-sets artifact directory")

@@ -63,7 +63,8 @@ class Parser(argparse.ArgumentParser):
             flag = match.group(1).split("=", 1)[0]
             own = [s for a in self._actions for s in a.option_strings if s.startswith("--")]
             message = f"unrecognized argument {flag}{nearest_flag(flag, own)}"
-        super().error(message)
+        # One line (argparse would print the whole usage block first).
+        self.exit(USAGE, f"{self.prog}: {message} (see --help)\n")
 
 
 def one_line(error: BaseException) -> str:

@@ -138,7 +138,7 @@ def test_build_from_geoclass_sets_artifact(tmp_path):
     meta = {"format": 1, "checksum": "cafe", "level": 14, "n_nodes": 500,
             "sets": [{"name": n, "kind": "merge", "n_classes": int(a.max()) + 1, "params": {}} for n, a in assignments.items()]}
     (sets_dir / "sets.json").write_text(json.dumps(meta))
-    with pytest.raises(FileNotFoundError, match="incomplete"):
+    with pytest.raises(FileNotFoundError, match="_SUCCESS"):
         build_partitions_from_artifact(str(sets_dir))
     (sets_dir / "_SUCCESS").touch()
     parts = build_partitions_from_artifact(str(sets_dir))

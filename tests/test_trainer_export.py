@@ -90,6 +90,12 @@ def test_mismatched_sets_are_refused_naming_both_sides(tmp_path):
     with open(manifest_path, "w") as handle:
         json.dump(manifest, handle)
     inputs.write_sets_json(str(tmp_path / "seven"), {"set1": 7, "set2": 4}, CHECKSUM)
+    # Edited after the export: the marker's checksum catches it first.
+    from schemas.artifacts import ArtifactChecksumError, write_marker
+
+    with pytest.raises(ArtifactChecksumError, match="manifest.json changed"):
+        export.load_features_model(model_dir, str(tmp_path / "seven"))
+    write_marker(model_dir)  # a manifest that lied from the start (its marker agrees with it)
     with pytest.raises(inputs.BindingError, match="does not match its manifest"):
         export.load_features_model(model_dir, str(tmp_path / "seven"))
 
