@@ -189,3 +189,43 @@ def test_summary_line_and_committed_artifact(tmp_path):
     assert (final / SUCCESS_MARKER).exists() and read_table(str(final)).column(c.PHOTO_ID).to_pylist() == ["a"]
     assert read_table(str(tmp_path / "dead")).num_rows == 2
     assert not list(tmp_path.glob("*.staging-*"))
+
+
+def test_the_ledger_tallies_rows_and_dead_letters_from_the_data():
+    """The commit step's counts come from PCollections (rows per batch, one per dead letter by reason)."""
+    from apache_beam.testing.test_pipeline import TestPipeline
+
+    batches = [pa.record_batch({c.PHOTO_ID: [f"p{i}" for i in range(k)]}) for k in (3, 0, 4)]
+    dead = [common.dead_letter("t", r, "detail", {c.PHOTO_ID: "x"}) for r in
+            (Reason.NAN_LATLNG, Reason.NAN_LATLNG, Reason.DUPLICATE_PHOTO_ID)]
+    with TestPipeline(options=common.pipeline_options()) as pipeline:
+        _ = pipeline | "batches" >> beam.Create(batches) | common.CountRowsOut("t")
+        counted = pipeline | "dead" >> beam.Create(dead)
+        common.ledger(pipeline).tally_by(counted, lambda row: (common.DEAD_PREFIX + row[c.REASON], 1), "by reason")
+        totals = common.ledger(pipeline).tallies | beam.Flatten() | beam.CombinePerKey(sum)
+        assert_that(totals, equal_to([(common.ROWS_OUT, 7), (common.DEAD_PREFIX + Reason.NAN_LATLNG, 2),
+                                      (common.DEAD_PREFIX + Reason.DUPLICATE_PHOTO_ID, 1)]))
+
+
+def test_accounting_rules():
+    from pipelines.commit import accounting_problem
+
+    policy = common.CommitPolicy()
+    ok = common.JobSummary("j", 10, 6, {Reason.NAN_LATLNG: 4})
+    assert accounting_problem(ok, policy) is None
+    assert "UNBALANCED" in accounting_problem(common.JobSummary("j", 10, 5, {Reason.NAN_LATLNG: 4}), policy)
+    assert "read no rows" in accounting_problem(common.JobSummary("j", 0, 0), policy)
+    assert accounting_problem(common.JobSummary("j", 0, 0), common.CommitPolicy(allow_empty=True)) is None
+    mostly_bad = common.JobSummary("j", 10, 4, {Reason.NAN_LATLNG: 6})
+    assert "60% of the rows are dead letters" in accounting_problem(mostly_bad, policy)
+    assert accounting_problem(mostly_bad, common.CommitPolicy(max_dead_letter_fraction=0.6)) is None
+    summary = common.JobSummary.from_counts("j", {"rows_in": 5, "rows_out": 4, common.DEAD_PREFIX + "nan_latlng": 1})
+    assert common.JobSummary.from_meta(summary.to_meta()) == summary and summary.balanced
+
+
+def test_staged_outputs_are_absolute_and_can_be_hidden(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    staged = common.StagedOutput("rel/out")
+    assert staged.final == str(tmp_path / "rel" / "out") and staged.path.startswith(staged.final + ".staging-")
+    hidden = common.StagedOutput("rel/run_date=2024-01-01", hidden=True)
+    assert hidden.path.startswith(str(tmp_path / "rel" / "_run_date=2024-01-01.staging-"))

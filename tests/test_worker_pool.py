@@ -55,7 +55,9 @@ def _wait_for_port(port: int, process: subprocess.Popen, what: str) -> None:
 def cluster(tmp_path_factory):
     """A job service and an EXTERNAL worker pool, started once, the pool in its own directory."""
     home = tmp_path_factory.mktemp("worker_home")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # The pool starts each SDK worker as `python -c ...`: the venv's python must come first on PATH.
+    env = {**os.environ, "PYTHONPATH": str(ROOT),
+           "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
     job_port, pool_port = _free_port(), _free_port()
     service = subprocess.Popen(
         [sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main", f"--port={job_port}"],
@@ -184,3 +186,22 @@ def test_batch_predict_on_an_external_worker_pool(cluster, tmp_path):
         np.testing.assert_allclose(remote.column(col).to_numpy(), local.column(col).to_numpy(), rtol=0, atol=1e-9)
     assert read_marker(str(launcher / "preds" / "run_date=2024-05-01"))["dead_letters"] == \
         read_marker(str(tmp_path / "local" / "run_date=2024-05-01"))["dead_letters"]
+
+
+def test_python_m_bucket_cells_on_two_worker_processes(tmp_path):
+    """The README's multi-process command, as ``python -m`` from another directory: nothing pickled from __main__."""
+    launcher = tmp_path / "launcher"
+    launcher.mkdir()
+    _features(launcher / "features.parquet")
+    local = tmp_path / "local"
+    bucket_cells.run([f"--features={launcher / 'features.parquet'}", f"--output={local}", *LOCAL])
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.bucket_cells", "--features", "features.parquet", "--output", "out",
+         "--direct_num_workers=2", "--direct_running_mode=multi_processing"],
+        cwd=launcher, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Can't pickle" not in done.stderr
+    assert "bucket_cells: rows in 300, rows out 298" in done.stdout
+    _assert_same_cells(launcher / "out", local)
