@@ -160,6 +160,10 @@ def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args:
     if not artifacts.is_remote(workdir):
         os.makedirs(workdir, exist_ok=True)
     n_train = count_rows(train)
+    if n_train == 0:
+        from schemas import SchemaError
+
+        raise SchemaError(f"--train {train}: no rows; give a table of training photos with embeddings")
     config = scaled_defaults(config, n_train)
     record = {"train": train, "test": test, "n_train_rows": n_train, **dataclasses.asdict(config)}
     record_path = artifacts.join(workdir, "run_config.json")

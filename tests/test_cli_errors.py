@@ -114,6 +114,10 @@ def test_run_all_config_mistakes(tmp_path, capsys):
     status = run_command(run_all.run, ["--train", str(tmp_path / "nope.parquet"), "--test", train, "--workdir",
                                        str(tmp_path / "w2")])
     _one_line(capsys, status, 1, "nope.parquet")
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pq.read_table(train).slice(0, 0), empty)
+    status = run_command(run_all.run, ["--train", str(empty), "--test", train, "--workdir", str(tmp_path / "w3")])
+    _one_line(capsys, status, 1, "--train", "empty.parquet", "no rows")
 
 
 def _python_m(module, *args, cwd):
