@@ -69,7 +69,8 @@ def test_extracts_features_and_dead_letters_bad_images(tmp_path, backbone_path):
     pd.DataFrame(rows, columns=[c.PHOTO_ID, c.LAT, c.LNG, c.IMAGE_URI]).to_csv(manifest, index=False)
     out = tmp_path / "features"
     summary = ef.run(
-        [f"--manifest={manifest}", f"--output={out}", f"--backbone_model={backbone_path}", "--direct_num_workers=1"]
+        [f"--manifest={manifest}", f"--output={out}", f"--backbone_model={backbone_path}", "--direct_num_workers=1",
+         "--max_dead_letter_fraction=1"]  # 5 of 8 rows are bad on purpose
     )
     assert summary.rows_in == 8 and summary.rows_out == 3 and summary.balanced
     assert summary.dead_letters == {
