@@ -19,7 +19,6 @@ Run locally (from a finished or running job dir; the newest checkpoint is export
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
