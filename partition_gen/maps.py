@@ -188,7 +188,11 @@ def frame(ax, extent: Sequence[float], *, ticks: bool = True) -> None:
     middle = np.radians(np.clip((lat0 + lat1) / 2, -80, 80))
     ax.set_aspect(1.0 if lng1 - lng0 > 300 else 1.0 / np.cos(middle))
     if ticks:
+        from matplotlib.ticker import MaxNLocator
+
         ax.tick_params(labelsize=7, length=2, colors="0.35")
+        ax.xaxis.set_major_locator(MaxNLocator(5, steps=[1, 2, 2.5, 5, 10]))
+        ax.yaxis.set_major_locator(MaxNLocator(6, steps=[1, 2, 2.5, 5, 10]))
         ax.xaxis.set_major_formatter(_degrees("E", "W"))
         ax.yaxis.set_major_formatter(_degrees("N", "S"))
     else:
