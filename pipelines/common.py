@@ -808,6 +808,7 @@ def run_job(
         raise
     for output in outputs:
         output.commit()
-    LOG.info(summary.line())
-    print(summary.line(), flush=True)
+    # The one summary line (stdout, for people and schedulers), with where the job wrote.
+    where = ", ".join(output.final for output in outputs)
+    print(summary.line() + (f"; wrote {where}" if where else ""), flush=True)
     return summary
