@@ -259,7 +259,7 @@ def run(argv: Sequence[str] | None = None) -> common.JobSummary:
         "--backbone_weights", default=None, help="build the backbone at launch: PATH to weights, 'imagenet' or 'random'"
     )
     parser.add_argument("--embedding_dim", type=int, default=None, help="pass-through manifests: expected length")
-    parser.add_argument("--inference_batch", type=int, default=DEFAULT_INFERENCE_BATCH)
+    parser.add_argument("--inference_batch", type=int, default=DEFAULT_INFERENCE_BATCH, help=f"images per backbone call (default {DEFAULT_INFERENCE_BATCH})")
     args, options = common.parse_job_args(parser, argv)
     if args.backbone_model and args.backbone_weights:
         parser.error("give --backbone_model or --backbone_weights, not both")
