@@ -76,9 +76,10 @@ def panel_extent(region_lat, region_lng, pred: tuple[float, float], truth: tuple
 
     lat = np.append(region_lat, pred[0])
     lng = np.append(region_lng, pred[1])
-    own = fit_extent(lat, lng, pad_fraction=0.25, min_span=1.0, aspect=1.25)
-    with_truth = fit_extent(np.append(lat, truth[0]), np.append(lng, truth[1]), pad_fraction=0.15, min_span=1.0,
-                            aspect=1.25)
+    # At least ~15 km across: finer than that the bundled coastlines show nothing useful.
+    own = fit_extent(lat, lng, pad_fraction=0.25, min_span=0.15, aspect=1.1)
+    with_truth = fit_extent(np.append(lat, truth[0]), np.append(lng, truth[1]), pad_fraction=0.15, min_span=0.15,
+                            aspect=1.1)
     if _span(with_truth) <= _TRUTH_ZOOM_OUT * _span(own):
         return with_truth, True
     return own, False
@@ -154,7 +155,7 @@ def plot_progressive_map(
                      f"nodes, radius {region_km:,.0f} km", fontsize=9)
         # The locator: the panel's place in a view of at least 40 degrees that also holds the truth.
         around = maps.fit_extent([lat0, lat1, true_lat], [lng0, lng1, true_lng], pad_fraction=0.1, min_span=40.0,
-                                 aspect=2.4)
+                                 aspect=1.9)
         maps.base_map(locator, around, ticks=False, states=False)
         locator.add_patch(maps._box(extent, "tab:red"))
         locator.plot((lng0 + lng1) / 2, (lat0 + lat1) / 2, marker="s", ms=3, mfc="none", mec="tab:red", ls="",

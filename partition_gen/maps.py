@@ -223,7 +223,11 @@ def base_map(ax, extent: Sequence[float] = WORLD, *, ticks: bool = True, states:
 
 def fit_extent(lat, lng, *, pad_fraction: float = 0.15, min_span: float = 3.0,
                aspect: float | None = None) -> tuple[float, float, float, float]:
-    """An extent around the points with a margin, at least ``min_span`` degrees wide, inside the world."""
+    """An extent around the points with a margin, at least ``min_span`` degrees wide, inside the world.
+
+    ``aspect``: the width/height the view should have as drawn by :func:`frame` (x stretched by cos(latitude)
+    there), reached by widening its short side.
+    """
     lat = np.asarray(lat, dtype=np.float64).ravel()
     lng = np.asarray(lng, dtype=np.float64).ravel()
     ok = np.isfinite(lat) & np.isfinite(lng)
@@ -233,8 +237,9 @@ def fit_extent(lat, lng, *, pad_fraction: float = 0.15, min_span: float = 3.0,
     lat_c, lng_c = (lat.min() + lat.max()) / 2, (lng.min() + lng.max()) / 2
     half_lat = max((lat.max() - lat.min()) / 2 * (1 + 2 * pad_fraction), min_span / 2)
     half_lng = max((lng.max() - lng.min()) / 2 * (1 + 2 * pad_fraction), min_span / 2)
-    if aspect is not None:  # widen the short side so the view has this width/height in degrees
-        half_lng, half_lat = max(half_lng, half_lat * aspect), max(half_lat, half_lng / aspect)
+    if aspect is not None:  # widen the short side so the drawn view has this width/height
+        degrees = aspect / np.cos(np.radians(np.clip(lat_c, -80, 80)))
+        half_lng, half_lat = max(half_lng, half_lat * degrees), max(half_lat, half_lng / degrees)
     half_lat, half_lng = min(half_lat, 90.0), min(half_lng, 180.0)
     lat_c = float(np.clip(lat_c, -90 + half_lat, 90 - half_lat))
     lng_c = float(np.clip(lng_c, -180 + half_lng, 180 - half_lng))

@@ -11,6 +11,7 @@
   dropped, every other line is passed on.
 - **Quiet Beam logs.** Beam's INFO chatter (``Converting string literal type hint to Any`` per type hint, file
   renames, cache sizes) is raised to WARNING; the Dataflow and portable runners keep INFO (job links, states).
+  RunInference's per-batch "Resource module is not available" warning is dropped.
 - **Fast ``--help``.** ``python -m pipelines.<job> --help`` (or ``trainer.<module>``) builds the job's parser
   with Beam, TensorFlow and Keras replaced by inert stand-ins, so help answers in about a second instead of
   the tens of seconds those imports take. Only ``-h``/``--help`` on the command line switches this on; if the
@@ -126,10 +127,16 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
 # ----------------------------------------------------------------------------------------------- Beam logs
 
 
+def _not_beam_noise(record: logging.LogRecord) -> bool:
+    # RunInference warns through the root logger, per batch, when it cannot read its own memory use.
+    return not str(record.msg).startswith("Resource module is not available")
+
+
 def quiet_beam_logs() -> None:
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
     for name in _BEAM_KEEP_INFO:
         logging.getLogger(name).setLevel(logging.INFO)
+    logging.getLogger().addFilter(_not_beam_noise)
 
 
 # ------------------------------------------------------------------------------------------------ fast help
