@@ -55,6 +55,9 @@ HEIF_SUPPORTED = _register_heif()
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
     """Open (header only) and check the declared pixel count before anything is decoded."""
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+        # A limit raised by the caller must not be undercut by Pillow's own (which refuses at 2x it).
+        Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         with warnings.catch_warnings():
             # Our own check below decides; Pillow's warning between 1x and 2x its limit would only be noise.

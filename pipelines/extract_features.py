@@ -2,7 +2,8 @@
 
 Input: a manifest (CSV or Parquet files, a glob or a completed directory; local or ``gs://``) with ``photo_id``,
 ``image_uri`` and, for training photos, ``lat, lng`` (e.g. ``OUT/manifest`` of ``pipelines.ingest_photos``).
-A manifest without ``lat``/``lng`` columns is a list of photos to geolocate: its features have null lat/lng
+A manifest without ``lat``/``lng`` columns (or any manifest with ``--no_require_location``, e.g. what
+``ingest_photos --no_require_gps`` writes) is a list of photos to geolocate: its features have null lat/lng
 (``batch_predict`` needs none; the training path, ``bucket_cells``, dead-letters such rows).
 Each image is read through Beam's ``FileSystems`` (so ``gs://`` URIs work) and preprocessed by
 ``imagery.load_image`` -- the one preprocessing shared with ``batch_predict`` and ``locate``: pixel count
@@ -189,6 +190,13 @@ def rows_to_batch(rows: list[dict]) -> pa.RecordBatch:
     )
 
 
+def _with_null_location(batch: pa.RecordBatch) -> pa.RecordBatch:
+    for name in (c.LAT, c.LNG):
+        if name not in batch.schema.names:
+            batch = batch.append_column(name, pa.nulls(batch.num_rows, pa.float64()))
+    return batch
+
+
 def _manifest_rows(batch: pa.RecordBatch) -> Iterator[dict]:
     # Photos to geolocate have no lat/lng columns; their rows get None.
     yield from batch.select([n for n in (c.PHOTO_ID, c.LAT, c.LNG, c.IMAGE_URI) if n in batch.schema.names]).to_pylist()
@@ -234,15 +242,21 @@ def build_pipeline(
     model_path: str | None,
     embedding_dim: int | None = None,
     inference_batch: int = DEFAULT_INFERENCE_BATCH,
+    require_location: bool = True,
 ) -> str:
-    """Read, validate, deduplicate, extract (or pass through), write. Returns ``"extract"`` or ``"passthrough"``."""
+    """Read, validate, deduplicate, extract (or pass through), write. Returns ``"extract"`` or ``"passthrough"``.
+
+    Photos to geolocate: a manifest without ``lat``/``lng`` columns, or ``require_location=False`` (their
+    lat/lng are then not read at all), gives features with null lat/lng.
+    """
     schema = common.table_schema(manifest)
-    need_location = c.LAT in schema.names or c.LNG in schema.names
+    need_location = require_location and (c.LAT in schema.names or c.LNG in schema.names)
     validate_manifest(schema, need_location=need_location)
     passthrough = c.EMBEDDING in schema.names
     if not passthrough and model_path is None:
         raise SchemaError("manifest has no 'embedding' column, so a backbone is needed (--backbone/--backbone_weights)")
-    columns = [n for n in (c.PHOTO_ID, c.LAT, c.LNG, c.IMAGE_URI, c.EMBEDDING) if n in schema.names]
+    wanted = (c.PHOTO_ID, c.LAT, c.LNG, c.IMAGE_URI, c.EMBEDDING) if need_location else (c.PHOTO_ID, c.IMAGE_URI, c.EMBEDDING)
+    columns = [n for n in wanted if n in schema.names]
     batches = pipeline | "Read the manifest" >> common.ReadTableBatches(manifest, JOB, columns)
     if passthrough and embedding_dim is None:
         from pipelines.bucket_cells import infer_embedding_dim
@@ -255,6 +269,8 @@ def build_pipeline(
     dead = [checked[common.DEAD], unique[common.DEAD]]
     if passthrough:
         features = unique[common.VALID]
+        if not need_location:
+            features = features | "Leave locations empty" >> beam.Map(_with_null_location)
     else:
         extracted = unique[common.VALID] | "Extract features" >> ExtractFeatures(model_path, inference_batch)
         features = extracted["features"]
@@ -281,6 +297,11 @@ def run(argv: Sequence[str] | None = None) -> common.JobSummary:
     )
     # Older name of --backbone PATH.keras (a saved backbone used as it is).
     parser.add_argument("--backbone_model", default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--no_require_location",
+        action="store_true",
+        help="photos to geolocate: lat/lng are not read, the features get null lat/lng (implied without lat/lng columns)",
+    )
     parser.add_argument("--embedding_dim", type=int, default=None, help="pass-through manifests: expected length")
     parser.add_argument("--inference_batch", type=int, default=DEFAULT_INFERENCE_BATCH)
     args, options = common.parse_job_args(parser, argv)
@@ -319,6 +340,7 @@ def run(argv: Sequence[str] | None = None) -> common.JobSummary:
             model_path,
             embedding_dim=args.embedding_dim,
             inference_batch=args.inference_batch,
+            require_location=not args.no_require_location,
         )
         before_commit = None if info is None else (lambda _summary: write_backbone_info(features.path, info))
         return common.run_job(pipeline, JOB, [features, dead_letters], before_commit=before_commit)

@@ -63,6 +63,7 @@ IMAGE_EXTENSIONS = (
 )  # fmt: skip
 _PHOTOS = "photos"
 _ROWS_PER_BATCH = 4096
+_PROGRESS_EVERY = 100
 
 
 # ----------------------------------------------------------------------------------------------- listing
@@ -114,9 +115,13 @@ class _ReadPhotoFn(beam.DoFn):
     def __init__(self, max_pixels: int):
         self._max_pixels = max_pixels
         self._rows_in = Metrics.counter(JOB, common.ROWS_IN)
+        self._seen = 0
 
     def process(self, uri: str):
         self._rows_in.inc()
+        self._seen += 1
+        if self._seen % _PROGRESS_EVERY == 0:  # decoding large photos is slow: show that work goes on
+            LOG.info("read %d photos in this worker (last: %s)", self._seen, uri)
         record = {c.IMAGE_URI: uri}
         try:
             with FileSystems.open(uri, compression_type="uncompressed") as handle:
@@ -253,7 +258,9 @@ def run(argv: Sequence[str] | None = None) -> common.JobSummary:
     build_pipeline(
         pipeline, images, manifest.path, dead_letters.path, require_gps=not args.no_require_gps, max_pixels=args.max_pixels
     )
-    return common.run_job(pipeline, JOB, [manifest, dead_letters])
+    summary = common.run_job(pipeline, JOB, [manifest, dead_letters])
+    print(f"{JOB}: manifest {manifest.final}, dead letters {dead_letters.final}", flush=True)
+    return summary
 
 
 if __name__ == "__main__":

@@ -127,6 +127,19 @@ def pillow_gps(data: bytes) -> tuple[float, float] | None:
     return degrees(gps[2], gps.get(1, "N"), "S"), degrees(gps[4], gps.get(3, "E"), "W")
 
 
+# Peak resident memory of the process that runs this code, printed as "PEAK_RSS_KB n". It is VmHWM of
+# /proc/self/status, not resource.getrusage's ru_maxrss: Linux carries ru_maxrss over fork + exec, so a child
+# of a pytest process that has TensorFlow loaded would report pytest's peak, not its own.
+PRINT_PEAK_RSS = (
+    "import re\n"
+    "print('PEAK_RSS_KB', re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1))\n"
+)
+
+
+def peak_rss_kb(stdout: str) -> int:
+    return int(stdout.split("PEAK_RSS_KB")[1].split()[0])
+
+
 def write(folder: Path, name: str, data: bytes) -> Path:
     os.makedirs(folder, exist_ok=True)
     path = folder / name

@@ -159,18 +159,17 @@ def test_extract_features_with_a_bomb_stays_under_1_gb(tmp_path, tiny_backbone_p
     ok = pf.write(tmp_path, "ok.jpg", pf.jpeg())
     pd.DataFrame({c.PHOTO_ID: ["bomb", "ok"], c.IMAGE_URI: [str(bomb), str(ok)]}).to_csv(tmp_path / "m.csv", index=False)
     code = (
-        "import resource, sys\n"
+        "import sys\n"
         "from pipelines import extract_features\n"
         "extract_features.run(sys.argv[1:])\n"
-        "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
-    )
+    ) + pf.PRINT_PEAK_RSS
     run = subprocess.run(
         [sys.executable, "-c", code, "--manifest=m.csv", "--output=features", f"--backbone={tiny_backbone_path}"],
         cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(pf.REPO)), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     assert "rows in 2, rows out 1, dead letters 1 (too_many_pixels 1); balanced" in run.stdout
-    max_rss_kb = int(run.stdout.split("MAXRSS_KB")[1].split()[0])
+    max_rss_kb = pf.peak_rss_kb(run.stdout)
     assert max_rss_kb < 1024 * 1024, f"peak RSS {max_rss_kb / 1024:.0f} MB"
 
 
@@ -192,3 +191,25 @@ def test_unusable_backbones_are_refused_at_launch_in_one_line(tmp_path, monkeypa
         message = str(exit_.value)
         assert message.startswith("extract_features: --backbone") and says in message and "\n" not in message
     assert not (tmp_path / "out").exists()
+
+
+def test_embeddings_of_photos_to_geolocate_pass_through_without_locations(tmp_path):
+    emb = pa.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], type=pa.list_(pa.float32()))
+    pq.write_table(pa.table({c.PHOTO_ID: ["a", "b", "c"], c.EMBEDDING: emb}), tmp_path / "no_location.parquet")
+    # With lat/lng columns, one of them bad: required (training) vs not read (--no_require_location).
+    located = pa.table({c.PHOTO_ID: ["a", "b", "c"], c.LAT: [1.0, None, 99.0], c.LNG: [2.0, 3.0, 4.0], c.EMBEDDING: emb})
+    pq.write_table(located, tmp_path / "located.parquet")
+    runs = {
+        "no_location": ([], (3, 0)),
+        "located": ([], (1, 2)),
+        "located_to_locate": (["--no_require_location"], (3, 0)),
+    }
+    for name, (flags, (rows_out, dead)) in runs.items():
+        source = tmp_path / f"{name.replace('_to_locate', '')}.parquet"
+        out = tmp_path / name
+        summary = ef.run([f"--manifest={source}", f"--output={out}", "--direct_num_workers=1", *flags])
+        assert (summary.rows_out, summary.dead_total) == (rows_out, dead) and summary.balanced, name
+        table = read_table(str(out))
+        check_columns("features", table.schema, FEATURES)
+        if name != "located":
+            assert table.column(c.LAT).null_count == table.column(c.LNG).null_count == 3

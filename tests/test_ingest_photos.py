@@ -158,18 +158,17 @@ def test_command_line_from_another_directory_with_a_bomb_under_1_gb(tmp_path):
     pf.write(folder, "bomb.png", pf.bomb_png())
     pf.write(folder, "ok.jpg", pf.jpeg(exif=pf.exif_bytes(lat=10.0, lng=20.0)))
     code = (
-        "import resource, sys\n"
+        "import sys\n"
         "from pipelines import ingest_photos\n"
         "ingest_photos.run(sys.argv[1:])\n"
-        "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
-    )
+    ) + pf.PRINT_PEAK_RSS
     run = subprocess.run(
         [sys.executable, "-c", code, "--photos", "photos", "--output", "out"],
         cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     assert "rows in 2, rows out 1, dead letters 1 (too_many_pixels 1); balanced" in run.stdout
-    max_rss_kb = int(run.stdout.split("MAXRSS_KB")[1].split()[0])
+    max_rss_kb = pf.peak_rss_kb(run.stdout)
     assert max_rss_kb < 1024 * 1024, f"peak RSS {max_rss_kb / 1024:.0f} MB"
 
 
