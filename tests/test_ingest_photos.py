@@ -193,3 +193,27 @@ def test_nothing_to_ingest_is_one_line_and_a_failure(tmp_path):
     assert run.stderr.strip().splitlines()[-1] == "ingest_photos: --photos empty: matches nothing"
     assert "Traceback" not in run.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_remote_folders_and_globs_are_listed_through_filesystems(monkeypatch):
+    """gs:// inputs: a folder is searched recursively, a glob is used as given, one object is itself
+    (Beam's FileSystems stands in for GCS here; no network)."""
+    from types import SimpleNamespace
+
+    objects = ["gs://b/photos/a.jpg", "gs://b/photos/sub/b.HEIC", "gs://b/photos/notes.txt"]
+    patterns = []
+
+    def match(specs):
+        patterns.extend(specs)
+        pattern = specs[0]
+        hits = objects if pattern.endswith("/**") else [o for o in objects if o == pattern]
+        return [SimpleNamespace(metadata_list=[SimpleNamespace(path=p) for p in hits])]
+
+    monkeypatch.setattr(ip.FileSystems, "match", staticmethod(match))
+    monkeypatch.setattr(ip.FileSystems, "exists", staticmethod(lambda path: path in objects))
+    assert ip.list_photos("gs://b/photos") == (objects[:2], objects[2:])
+    assert ip.list_photos("gs://b/photos/") == (objects[:2], objects[2:])
+    assert ip.list_photos("gs://b/photos/a.jpg") == (objects[:1], [])
+    assert patterns == ["gs://b/photos/**", "gs://b/photos/**", "gs://b/photos/a.jpg"]
+    with pytest.raises(FileNotFoundError, match="matches nothing"):
+        ip.list_photos("gs://b/other/*.jpg")
