@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -42,12 +43,12 @@ def test_every_real_photo_is_a_row_or_a_dead_letter(tmp_path, folder):
     assert summary.rows_in == len(table) == len(manifest) + len(dead)
     assert summary.balanced and summary.rows_out == len(manifest)
     names = [os.path.basename(u) for u in manifest[c.IMAGE_URI]] + [
-        os.path.basename(eval_record(r)[c.IMAGE_URI]) for r in dead[c.RECORD]
+        os.path.basename(_record(r)[c.IMAGE_URI]) for r in dead[c.RECORD]
     ]
     assert sorted(names) == sorted(table)
     # The files Pillow cannot decode are the dead letters, and only they.
     failing = {name for name, row in table.items() if row["decodes"] != "ok"}
-    assert {os.path.basename(eval_record(r)[c.IMAGE_URI]) for r in dead[c.RECORD]} == failing
+    assert {os.path.basename(_record(r)[c.IMAGE_URI]) for r in dead[c.RECORD]} == failing
     assert set(dead[c.REASON]) <= {Reason.UNREADABLE_IMAGE}
     for row in manifest.itertuples():
         name = os.path.basename(row.image_uri)
@@ -61,9 +62,8 @@ def test_every_real_photo_is_a_row_or_a_dead_letter(tmp_path, folder):
     assert (nikon[c.TAKEN_AT], nikon[c.CAMERA]) == ("2008-10-22T16:28:39", "NIKON COOLPIX P6000")
 
 
-def eval_record(text: str) -> dict:
-    import json
-
+def _record(text: str) -> dict:
+    """The original row of a dead letter (stored as JSON)."""
     return json.loads(text)
 
 
@@ -105,7 +105,7 @@ def test_generated_cases_get_their_reasons_and_ids_are_stable(tmp_path):
     assert summary.balanced and summary.rows_in == len(expected) == len(manifest) + len(dead)
     got = {os.path.basename(u): None for u in manifest[c.IMAGE_URI]}
     for record, reason in zip(dead[c.RECORD], dead[c.REASON]):
-        got[os.path.basename(eval_record(record)[c.IMAGE_URI])] = reason
+        got[os.path.basename(_record(record)[c.IMAGE_URI])] = reason
     assert got == expected
     row = manifest.set_index(manifest[c.IMAGE_URI].map(os.path.basename)).loc["ok_south_west.jpg"]
     assert row[c.LAT] == pytest.approx(-33.8675, abs=1e-6) and row[c.LNG] == pytest.approx(-70.5, abs=1e-6)
