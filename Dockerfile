@@ -17,7 +17,8 @@ COPY schemas ./schemas
 COPY partition_gen ./partition_gen
 COPY pipelines ./pipelines
 COPY trainer ./trainer
+COPY imagery ./imagery
 RUN pip install --no-cache-dir --no-deps . \
-    && python -c "import apache_beam, tensorflow, keras, s2sphere, pipelines.bucket_cells; print('beam', apache_beam.__version__)"
+    && python -c "import apache_beam, tensorflow, keras, s2sphere, pipelines.bucket_cells, imagery, pillow_heif, exifread; print('beam', apache_beam.__version__)"
 
 # Keep the SDK image's entrypoint (/opt/apache/beam/boot): Dataflow and Flink start the SDK harness through it.

@@ -35,6 +35,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
+from pipelines import progress
 from pipelines.options import DEFAULT_MAX_DEAD_LETTER_FRACTION
 from schemas import Reason
 from schemas.artifacts import absolute, commit_staged, delete_tree, list_files, read_marker, staging_dir_for
@@ -96,8 +97,10 @@ def ledger(pipeline: beam.Pipeline, job: str | None = None) -> Ledger:
 # ----------------------------------------------------------------------------------------------- writing
 
 
-def _count_rows(batch, counter):
+def _count_rows(batch, counter, job: str = ""):
     counter.inc(_size(batch))
+    if job:
+        progress.advance(job, "written", _size(batch))
     return batch
 
 
@@ -109,7 +112,7 @@ class CountRowsOut(beam.PTransform):
         self._job = job
 
     def expand(self, batches):
-        counted = batches | "Count rows out" >> beam.Map(_count_rows, Metrics.counter(self._job, ROWS_OUT))
+        counted = batches | "Count rows out" >> beam.Map(_count_rows, Metrics.counter(self._job, ROWS_OUT), self._job)
         ledger(batches.pipeline).tally(ROWS_OUT, counted, "Tally rows out")
         return counted
 
@@ -411,5 +414,6 @@ def run_job(
     if not outputs:
         return None
     summary = JobSummary.from_meta(read_marker(outputs[0].final, job))
-    print(summary.line(), flush=True)
+    # The one summary line (stdout, for people and schedulers), with where the job wrote.
+    print(f"{summary.line()}; wrote {', '.join(o.final for o in outputs)}", flush=True)
     return summary

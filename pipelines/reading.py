@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from pipelines import progress
 from pipelines.commit import ROWS_IN, ledger
 from pipelines.dead_letters import DEAD, VALID, batch_row, dead_letter, row_file_and_index  # noqa: F401
 from pipelines.options import DEFAULT_BATCH_ROWS
@@ -217,7 +218,7 @@ class ReadTableBatches(beam.PTransform):
         self._count = count_rows_in
 
     def expand(self, pbegin):
-        columns, batch_rows = self._columns, self._batch_rows
+        columns, batch_rows, job = self._columns, self._batch_rows, self._job
         # A second read of the same input (e.g. for the duplicate check) must not count its rows again.
         rows_in = Metrics.counter(self._job, ROWS_IN) if self._count else None
 
@@ -225,6 +226,7 @@ class ReadTableBatches(beam.PTransform):
             for batch in read_unit_batches(unit, columns, batch_rows):
                 if rows_in is not None:
                     rows_in.inc(batch.num_rows)
+                    progress.advance(job, "read", batch.num_rows)
                 yield batch
 
         batches = (
@@ -302,11 +304,12 @@ def row_problems(
 
 
 class _ValidateBatchesFn(beam.DoFn):
-    def __init__(self, job: str, embedding_dim: int | None, need_embedding: bool):
+    def __init__(self, job: str, embedding_dim: int | None, need_embedding: bool, need_location: bool = True):
         self._job, self._dim, self._need = job, embedding_dim, need_embedding
+        self._need_location = need_location
 
     def process(self, batch: pa.RecordBatch):
-        problems = row_problems(batch, self._dim, self._need)
+        problems = row_problems(batch, self._dim, self._need, self._need_location)
         if not problems:
             yield batch
             return
@@ -321,9 +324,11 @@ class _ValidateBatchesFn(beam.DoFn):
 class ValidateBatches(beam.PTransform):
     """RecordBatches -> outputs ``valid`` (clean batches) and ``dead_letters`` (rows failing ``row_problem``)."""
 
-    def __init__(self, job: str, embedding_dim: int | None = None, need_embedding: bool = False):
+    def __init__(
+        self, job: str, embedding_dim: int | None = None, need_embedding: bool = False, need_location: bool = True
+    ):
         super().__init__()
-        self._fn = _ValidateBatchesFn(job, embedding_dim, need_embedding)
+        self._fn = _ValidateBatchesFn(job, embedding_dim, need_embedding, need_location)
 
     def expand(self, batches):
         return batches | "Check every row" >> beam.ParDo(self._fn).with_outputs(DEAD, main=VALID)

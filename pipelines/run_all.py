@@ -268,7 +268,7 @@ def draw_progressive_map(workdir: str, test: str, model_dir: str, sets_dir: str,
     """The paper's Figure 4 for one test photo: the top region as the sets are added one by one."""
     import numpy as np
 
-    from partition_gen.figures import plot_progressive_map
+    from partition_gen.figures import figure_file_name, plot_progressive_map
     from partition_gen.partitions import load_partitions
     from trainer.export import load_features_model
 
@@ -284,7 +284,7 @@ def draw_progressive_map(workdir: str, test: str, model_dir: str, sets_dir: str,
     sets_json = artifacts.read_json(artifacts.join(sets_dir, "sets.json"))  # a mapping: no TensorFlow gs:// reads
     probabilities = load_features_model(model_dir, sets_json).predict(embedding, verbose=0)
     parts = load_partitions(partitions_dir)
-    name = f"figure4_{ids[row]}.png".replace(os.sep, "_")
+    name = figure_file_name(ids[row])
     with tempfile.TemporaryDirectory() as local:
         drawn = os.path.join(local, name)
         plot_progressive_map(parts, {k: np.asarray(v)[0] for k, v in probabilities.items()},
