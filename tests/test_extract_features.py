@@ -208,7 +208,9 @@ def test_embeddings_of_photos_to_geolocate_pass_through_without_locations(tmp_pa
     for name, (flags, (rows_out, dead)) in runs.items():
         source = tmp_path / f"{name.replace('_to_locate', '')}.parquet"
         out = tmp_path / name
-        summary = ef.run([f"--manifest={source}", f"--output={out}", "--direct_num_workers=1", *flags])
+        # 2 of 3 rows are bad on purpose in "located": allow that share of dead letters.
+        summary = ef.run([f"--manifest={source}", f"--output={out}", "--direct_num_workers=1",
+                          "--max_dead_letter_fraction=1", *flags])
         assert (summary.rows_out, summary.dead_total) == (rows_out, dead) and summary.balanced, name
         table = read_table(str(out))
         check_columns("features", table.schema, FEATURES)
