@@ -1,47 +1,31 @@
-"""TEMPORARY stand-in written by the "locate" helper so its branch can be tested before the "ingest" helper's
-``imagery`` package is merged; the coordinator keeps ingest's version. Same interface:
-``load_image(data, size=299) -> float32 [size, size, 3] in 0..255`` or ``ImageError(reason, detail)``.
+"""Photographs in: decode any image file to the backbone's input, and read its EXIF location.
+
+Pillow + NumPy only (no Beam, no TensorFlow), so every path that turns a photo into pixels -- the feature
+extraction job, the exported geolocator's callers (``batch_predict``), ``locate`` -- shares this one
+preprocessing and gives the same features for the same file.
+
+- ``load_image(data, size=299)`` -> float32 ``[size, size, 3]`` in 0..255: pixel count checked before decoding
+  (decompression bombs), EXIF orientation applied, any mode to RGB, one Pillow resize (see ``imagery.decode``).
+- ``read_metadata(data)`` / ``read_gps(data)``: EXIF GPS position, ``taken_at`` and ``camera`` via exifread
+  (see ``imagery.exif``).
+- ``ImageError(reason, detail)``: ``reason`` is a ``schemas.Reason``, so callers turn it into a dead letter.
+
+    >>> from imagery import load_image, read_gps
+    >>> pixels = load_image(open("photo.jpg", "rb").read())   # doctest: +SKIP
 """
 
-from __future__ import annotations
+from imagery.decode import MAX_PIXELS, RESAMPLE, ImageError, decode_rgb, image_size, load_image, to_rgb
+from imagery.exif import PhotoMetadata, read_gps, read_metadata
 
-import io
-import warnings
-
-import numpy as np
-
-from schemas import Reason
-
-MAX_PIXELS = 100_000_000
-
-
-class ImageError(Exception):
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason, self.detail = reason, detail
-
-
-def load_image(data: bytes, size: int = 299) -> np.ndarray:
-    from PIL import Image, ImageOps
-
-    try:
-        import pillow_heif
-
-        pillow_heif.register_heif_opener()
-    except ImportError:
-        pass
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                if image.width * image.height > MAX_PIXELS:
-                    raise ImageError(Reason.UNREADABLE_IMAGE, f"{image.width}x{image.height} pixels is too many")
-                image.load()
-                upright = ImageOps.exif_transpose(image)
-                rgb = upright.convert("RGB").resize((size, size), Image.BILINEAR)
-    except ImageError:
-        raise
-    except Exception as error:  # noqa: BLE001
-        raise ImageError(Reason.UNREADABLE_IMAGE, f"cannot decode image: {error}") from error
-    return np.asarray(rgb, dtype=np.float32)
+__all__ = [
+    "MAX_PIXELS",
+    "RESAMPLE",
+    "ImageError",
+    "PhotoMetadata",
+    "decode_rgb",
+    "image_size",
+    "load_image",
+    "read_gps",
+    "read_metadata",
+    "to_rgb",
+]

@@ -435,11 +435,12 @@ def row_problems(
 
 
 class _ValidateBatchesFn(beam.DoFn):
-    def __init__(self, job: str, embedding_dim: int | None, need_embedding: bool):
+    def __init__(self, job: str, embedding_dim: int | None, need_embedding: bool, need_location: bool = True):
         self._job, self._dim, self._need = job, embedding_dim, need_embedding
+        self._need_location = need_location
 
     def process(self, batch: pa.RecordBatch):
-        problems = row_problems(batch, self._dim, self._need)
+        problems = row_problems(batch, self._dim, self._need, self._need_location)
         if not problems:
             yield batch
             return
@@ -454,9 +455,11 @@ class _ValidateBatchesFn(beam.DoFn):
 class ValidateBatches(beam.PTransform):
     """RecordBatches -> outputs ``valid`` (clean batches) and ``dead_letters`` (rows failing ``row_problem``)."""
 
-    def __init__(self, job: str, embedding_dim: int | None = None, need_embedding: bool = False):
+    def __init__(
+        self, job: str, embedding_dim: int | None = None, need_embedding: bool = False, need_location: bool = True
+    ):
         super().__init__()
-        self._fn = _ValidateBatchesFn(job, embedding_dim, need_embedding)
+        self._fn = _ValidateBatchesFn(job, embedding_dim, need_embedding, need_location)
 
     def expand(self, batches):
         return batches | "Check every row" >> beam.ParDo(self._fn).with_outputs(DEAD, main=VALID)

@@ -1,28 +1,36 @@
-"""Extract frozen Inception v3 features: photos manifest -> features table (``schemas.FEATURES``).
+"""Extract frozen backbone features: photos manifest -> features table (``schemas.FEATURES``).
 
-Input: a manifest (CSV or Parquet files, a glob or a completed directory; local or ``gs://``) with
-``photo_id, lat, lng, image_uri``. Each image is read through Beam's ``FileSystems`` (so ``gs://`` URIs work),
-decoded (JPEG/PNG/anything Pillow reads), converted to RGB and resized to 299x299, then run through Inception v3
-without its top, average-pooled and frozen (2048-d) by ``RunInference`` on a ``.keras`` model file.
+Input: a manifest (CSV or Parquet files, a glob or a completed directory; local or ``gs://``) with ``photo_id``,
+``image_uri`` and, for training photos, ``lat, lng`` (e.g. ``OUT/manifest`` of ``pipelines.ingest_photos``).
+A manifest without ``lat``/``lng`` columns is a list of photos to geolocate: its features have null lat/lng
+(``batch_predict`` needs none; the training path, ``bucket_cells``, dead-letters such rows).
+Each image is read through Beam's ``FileSystems`` (so ``gs://`` URIs work) and preprocessed by
+``imagery.load_image`` -- the one preprocessing shared with ``batch_predict`` and ``locate``: pixel count
+checked from the header (decompression bombs), EXIF orientation, any mode to RGB, one BILINEAR resize to
+299x299 -- then run through the frozen backbone by ``RunInference`` on a ``.keras`` model file.
 A manifest that already has an ``embedding`` column is passed through without extraction (validated, deduplicated).
 
-Outputs (each completed atomically with ``_SUCCESS``): ``--output`` (features Parquet shards) and
-``--dead_letters`` (default ``OUTPUT.dead_letters``): rows with a missing or bad lat/lng, a repeated photo_id,
-a missing file, an unreadable or corrupt image, a failed inference, or (pass-through) a bad embedding.
+Outputs (each completed atomically with ``_SUCCESS``): ``--output`` (features Parquet shards, plus
+``backbone.json``: backbone, weight source, weights checksum, feature size) and ``--dead_letters`` (default
+``OUTPUT.dead_letters``): rows with a bad lat/lng, a repeated photo_id, a missing file, an image that is not an
+image, is unreadable or has too many pixels, a failed inference, or (pass-through) a bad embedding.
 
-Backbone: ``--backbone_model PATH.keras`` (a saved ``trainer.backbone.build_backbone`` model), or
-``--backbone_weights PATH|imagenet|random`` to build one at launch (saved next to the output for the workers,
-deleted after the run). ``imagenet`` needs a network; nothing else downloads anything.
+Backbone (``trainer.backbone.load_backbone``): ``--backbone inception_v3`` (default, the paper's) or a path to
+a ``.keras`` model mapping 299x299x3 0..255 images to a vector; ``--backbone_weights PATH|imagenet|random``
+(required for ``inception_v3``; for a ``.keras`` model its own weights are the default). The model is built at
+launch and saved next to the output for the workers (deleted after the run); a ``.keras`` backbone without
+``--backbone_weights`` is used as it is. ``imagenet`` needs the Keras cache or a network, and says so in one line
+otherwise. Nothing else downloads anything.
 
 Run locally (offline):
 
-    python -m pipelines.extract_features --manifest photos.csv --output out/features \\
-        --backbone_weights /models/inception_v3_notop.weights.h5
+    python -m pipelines.extract_features --manifest out/photos/manifest --output out/features \\
+        --backbone_weights /models/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5
 
 On Dataflow (workers need TensorFlow: use the project's SDK container, see docs/RUNNERS.md):
 
     python -m pipelines.extract_features --manifest gs://B/photos.parquet --output gs://B/features \\
-        --backbone_model gs://B/models/backbone.keras --runner=DataflowRunner --project=P --region=R \\
+        --backbone gs://B/models/backbone.keras --runner=DataflowRunner --project=P --region=R \\
         --temp_location=gs://B/tmp --sdk_container_image=REGION-docker.pkg.dev/P/R/cplanet:latest \\
         --machine_type=n1-highmem-8
 """
@@ -30,7 +38,7 @@ On Dataflow (workers need TensorFlow: use the project's SDK container, see docs/
 from __future__ import annotations
 
 import argparse
-import io
+import json
 import logging
 import os
 import tempfile
@@ -43,26 +51,23 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import RunInference
 
+import imagery
+from imagery import ImageError
 from pipelines import common
 from schemas import FEATURES, Reason, SchemaError, validate_manifest
 from schemas import columns as c
+from schemas.io import is_remote
 
 JOB = "extract_features"
 IMAGE_SIZE = 299
 FEATURE_DIM = 2048
 DEFAULT_INFERENCE_BATCH = 16
+BACKBONE_INFO_FILE = "backbone.json"
+LOG = logging.getLogger(__name__)
 _OUTPUT_ROWS_PER_TABLE = 1024
 
 
 # ----------------------------------------------------------------------------------------------- images
-
-
-class ImageError(Exception):
-    """An image could not be used; ``reason`` is a ``schemas.Reason``."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason, self.detail = reason, detail
 
 
 def read_image_bytes(uri: str) -> bytes:
@@ -76,21 +81,12 @@ def read_image_bytes(uri: str) -> bytes:
         raise ImageError(Reason.UNREADABLE_IMAGE, f"{uri}: cannot read: {error}") from error
 
 
-def decode_image(data: bytes, size: int = IMAGE_SIZE) -> np.ndarray:
-    """Decoded RGB image resized to size x size, float32 0..255 (the backbone does Inception's scaling)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()  # decode now: a truncated or corrupt file fails here, not later
-            rgb = image.convert("RGB").resize((size, size), Image.BILINEAR)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        raise ImageError(Reason.UNREADABLE_IMAGE, f"cannot decode image: {error}") from error
-    return np.asarray(rgb, dtype=np.float32)
+def _float_or_none(value) -> float | None:
+    return None if value is None else float(value)
 
 
 class _LoadImageFn(beam.DoFn):
-    """Manifest row -> ((photo_id, lat, lng), image array), or a dead letter naming the problem."""
+    """Manifest row -> ((photo_id, lat or None, lng or None), image array), or a dead letter naming the problem."""
 
     def __init__(self, size: int = IMAGE_SIZE):
         self._size = size
@@ -100,11 +96,11 @@ class _LoadImageFn(beam.DoFn):
         try:
             if not uri:
                 raise ImageError(Reason.MISSING_FILE, "image_uri is empty")
-            image = decode_image(read_image_bytes(uri), self._size)
+            image = imagery.load_image(read_image_bytes(uri), self._size)
         except ImageError as error:
             yield beam.pvalue.TaggedOutput(common.DEAD, common.dead_letter(JOB, error.reason, error.detail, row))
             return
-        yield (row[c.PHOTO_ID], float(row[c.LAT]), float(row[c.LNG])), image
+        yield (row[c.PHOTO_ID], _float_or_none(row.get(c.LAT)), _float_or_none(row.get(c.LNG))), image
 
 
 # ----------------------------------------------------------------------------------------------- model
@@ -124,12 +120,9 @@ def backbone_handler(model_path: str, batch_size: int = DEFAULT_INFERENCE_BATCH)
     return KeyedModelHandler(handler)
 
 
-def save_backbone(weights: str | None, directory: str) -> str:
-    """Build the backbone (``trainer.backbone``) and save it as ``backbone.keras`` in ``directory``."""
-    from trainer.backbone import build_backbone
-
-    model = build_backbone(None if weights in (None, "random") else weights)
-    if "://" not in directory:
+def save_backbone(model, directory: str) -> str:
+    """Save a backbone model as ``backbone.keras`` in ``directory`` (local or ``gs://``) for the workers."""
+    if not is_remote(directory):
         os.makedirs(directory, exist_ok=True)
         path = os.path.join(directory, "backbone.keras")
         model.save(path)
@@ -141,6 +134,30 @@ def save_backbone(weights: str | None, directory: str) -> str:
         with open(local, "rb") as src, FileSystems.create(path) as dst:
             dst.write(src.read())
     return path
+
+
+def prepare_backbone(backbone: str, weights: str | None, directory: str) -> tuple[str, dict]:
+    """(model file the workers load, ``load_backbone`` info). Raises ``trainer.backbone.BackboneError``.
+
+    A ``.keras`` backbone without ``weights`` is used as it is (a remote one unchecked, its info without a
+    checksum); anything else is built here and saved into ``directory``.
+    """
+    if backbone.endswith(".keras") and weights is None and is_remote(backbone):
+        return backbone, {"backbone": backbone, "weights": backbone, "weights_sha256": None, "feature_dim": None}
+    from trainer.backbone import load_backbone
+
+    model, info = load_backbone(backbone, weights)
+    if info["weights"] == "random":
+        LOG.warning("backbone %s has RANDOM weights: its features carry no information about places", backbone)
+    if backbone.endswith(".keras") and weights is None:
+        return backbone, info
+    return save_backbone(model, directory), info
+
+
+def write_backbone_info(directory: str, info: dict) -> None:
+    """``backbone.json`` beside the features shards: which backbone and weights made them."""
+    with FileSystems.create(FileSystems.join(directory, BACKBONE_INFO_FILE)) as handle:
+        handle.write(json.dumps(info, indent=2, sort_keys=True).encode())
 
 
 def _feature_row(keyed_result) -> dict:
@@ -173,7 +190,8 @@ def rows_to_batch(rows: list[dict]) -> pa.RecordBatch:
 
 
 def _manifest_rows(batch: pa.RecordBatch) -> Iterator[dict]:
-    yield from batch.select([c.PHOTO_ID, c.LAT, c.LNG, c.IMAGE_URI]).to_pylist()
+    # Photos to geolocate have no lat/lng columns; their rows get None.
+    yield from batch.select([n for n in (c.PHOTO_ID, c.LAT, c.LNG, c.IMAGE_URI) if n in batch.schema.names]).to_pylist()
 
 
 class ExtractFeatures(beam.PTransform):
@@ -219,10 +237,11 @@ def build_pipeline(
 ) -> str:
     """Read, validate, deduplicate, extract (or pass through), write. Returns ``"extract"`` or ``"passthrough"``."""
     schema = common.table_schema(manifest)
-    validate_manifest(schema)
+    need_location = c.LAT in schema.names or c.LNG in schema.names
+    validate_manifest(schema, need_location=need_location)
     passthrough = c.EMBEDDING in schema.names
     if not passthrough and model_path is None:
-        raise SchemaError("manifest has no 'embedding' column, so a backbone is needed (--backbone_model/--backbone_weights)")
+        raise SchemaError("manifest has no 'embedding' column, so a backbone is needed (--backbone/--backbone_weights)")
     columns = [n for n in (c.PHOTO_ID, c.LAT, c.LNG, c.IMAGE_URI, c.EMBEDDING) if n in schema.names]
     batches = pipeline | "Read the manifest" >> common.ReadTableBatches(manifest, JOB, columns)
     if passthrough and embedding_dim is None:
@@ -230,7 +249,7 @@ def build_pipeline(
 
         embedding_dim = infer_embedding_dim(manifest)
     checked = batches | "Validate photos" >> common.ValidateBatches(
-        JOB, embedding_dim if passthrough else None, need_embedding=passthrough
+        JOB, embedding_dim if passthrough else None, need_embedding=passthrough, need_location=need_location
     )
     unique = checked[common.VALID] | "Drop repeated photo ids" >> common.DropDuplicatePhotoIds(JOB)
     dead = [checked[common.DEAD], unique[common.DEAD]]
@@ -254,27 +273,42 @@ def run(argv: Sequence[str] | None = None) -> common.JobSummary:
     parser.add_argument("--manifest", required=True, help="CSV/Parquet file, glob or directory")
     parser.add_argument("--output", required=True, help="features artifact directory")
     parser.add_argument("--dead_letters", default=None, help="default: OUTPUT.dead_letters")
-    parser.add_argument("--backbone_model", default=None, help="a saved backbone .keras file")
     parser.add_argument(
-        "--backbone_weights", default=None, help="build the backbone at launch: PATH to weights, 'imagenet' or 'random'"
+        "--backbone", default=None, help="'inception_v3' (default) or a .keras model: 299x299x3 0..255 images -> vector"
     )
+    parser.add_argument(
+        "--backbone_weights", default=None, help="PATH to weights, 'imagenet' or 'random' (tests); see trainer.backbone"
+    )
+    # Older name of --backbone PATH.keras (a saved backbone used as it is).
+    parser.add_argument("--backbone_model", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--embedding_dim", type=int, default=None, help="pass-through manifests: expected length")
     parser.add_argument("--inference_batch", type=int, default=DEFAULT_INFERENCE_BATCH)
     args, options = common.parse_job_args(parser, argv)
+    if args.backbone_model and args.backbone:
+        parser.error("give --backbone or --backbone_model, not both")
     if args.backbone_model and args.backbone_weights:
         parser.error("give --backbone_model or --backbone_weights, not both")
+    backbone = args.backbone_model or args.backbone or "inception_v3"
     output = args.output.rstrip("/")
     features = common.StagedOutput(output)
     dead_letters = common.StagedOutput(args.dead_letters or f"{output}.dead_letters")
     model_dir = None
-    model_path = args.backbone_model
+    model_path, info = None, None
     schema = common.table_schema(args.manifest)
-    if model_path is None and c.EMBEDDING not in schema.names:
-        if args.backbone_weights is None:
-            parser.error("the manifest has no embeddings: give --backbone_model or --backbone_weights (PATH|imagenet|random)")
+    if c.EMBEDDING not in schema.names:
+        if backbone == "inception_v3" and args.backbone_weights is None:
+            parser.error(
+                "the manifest has no embeddings: give --backbone_weights PATH|imagenet|random "
+                "(or --backbone PATH.keras with its own weights)"
+            )
         model_dir = f"{output}.model-{uuid.uuid4().hex[:12]}"
-        logging.getLogger(__name__).info("building the backbone (weights: %s) into %s", args.backbone_weights, model_dir)
-        model_path = save_backbone(args.backbone_weights, model_dir)
+        from trainer.backbone import BackboneError
+
+        try:
+            model_path, info = prepare_backbone(backbone, args.backbone_weights, model_dir)
+        except BackboneError as error:
+            raise SystemExit(f"{JOB}: {error}") from None
+        LOG.info("backbone %s, weights %s (sha256 %s)", info["backbone"], info["weights"], info["weights_sha256"])
     try:
         pipeline = beam.Pipeline(options=options)
         build_pipeline(
@@ -286,7 +320,8 @@ def run(argv: Sequence[str] | None = None) -> common.JobSummary:
             embedding_dim=args.embedding_dim,
             inference_batch=args.inference_batch,
         )
-        return common.run_job(pipeline, JOB, [features, dead_letters])
+        before_commit = None if info is None else (lambda _summary: write_backbone_info(features.path, info))
+        return common.run_job(pipeline, JOB, [features, dead_letters], before_commit=before_commit)
     finally:
         if model_dir is not None and FileSystems.exists(model_dir):
             FileSystems.delete([model_dir])

@@ -9,6 +9,9 @@ LAT = "lat"
 LNG = "lng"
 IMAGE_URI = "image_uri"
 EMBEDDING = "embedding"
+# Photos manifest (pipelines.ingest_photos): EXIF DateTimeOriginal as ISO 8601, and "Make Model".
+TAKEN_AT = "taken_at"
+CAMERA = "camera"
 
 CELL_ID = "cell_id"
 CELL_TOKEN = "cell_token"

@@ -1,8 +1,11 @@
 """Arrow schemas of every table in the data flow, and validators that name the column and the problem.
 
 Tables (DESIGN.md, "Data flow"):
-- ``manifest``           photos to process: photo_id, lat, lng and image_uri and/or embedding
-- ``features``           photo_id, lat, lng, embedding (one frozen-backbone feature per photo)
+- ``photos``             what ``ingest_photos`` writes: photo_id, lat, lng (EXIF GPS), image_uri, taken_at, camera
+- ``manifest``           photos to process: photo_id, lat, lng and image_uri and/or embedding (lat/lng may be
+                         absent for photos to geolocate)
+- ``features``           photo_id, lat, lng, embedding (one frozen-backbone feature per photo; lat/lng null for
+                         photos to geolocate)
 - ``photos_with_cell``   features plus the photo's S2 cell id
 - ``cells``              one row per non-empty S2 cell: count, xyz sum, feature sum
 - ``geoclass_classes``   one row per (set, class): image count, node count, centre
@@ -34,19 +37,43 @@ MANIFEST = pa.schema(
         pa.field(c.EMBEDDING, EMBEDDING_TYPE),
     ]
 )
-# A manifest needs photo_id, lat, lng and at least one of image_uri / embedding.
+# A training manifest needs photo_id, lat, lng and at least one of image_uri / embedding; a manifest of photos
+# to geolocate needs no lat/lng.
 MANIFEST_REQUIRED = (c.PHOTO_ID, c.LAT, c.LNG)
 
+# The photos manifest written by pipelines.ingest_photos (a valid MANIFEST): lat/lng from EXIF GPS (null only
+# with --no_require_gps), taken_at/camera where the EXIF has them.
+PHOTOS = pa.schema(
+    [
+        pa.field(c.PHOTO_ID, pa.string(), nullable=False),
+        pa.field(c.LAT, pa.float64()),
+        pa.field(c.LNG, pa.float64()),
+        pa.field(c.IMAGE_URI, pa.string(), nullable=False),
+        pa.field(c.TAKEN_AT, pa.string()),
+        pa.field(c.CAMERA, pa.string()),
+    ]
+)
+
+# lat/lng are null for photos to geolocate (extract_features on a manifest without locations); the training
+# path (bucket_cells) dead-letters such rows, validate_features refuses them unless need_location=False.
 FEATURES = pa.schema(
+    [
+        pa.field(c.PHOTO_ID, pa.string(), nullable=False),
+        pa.field(c.LAT, pa.float64()),
+        pa.field(c.LNG, pa.float64()),
+        pa.field(c.EMBEDDING, EMBEDDING_TYPE, nullable=False),
+    ]
+)
+
+PHOTOS_WITH_CELL = pa.schema(
     [
         pa.field(c.PHOTO_ID, pa.string(), nullable=False),
         pa.field(c.LAT, pa.float64(), nullable=False),
         pa.field(c.LNG, pa.float64(), nullable=False),
         pa.field(c.EMBEDDING, EMBEDDING_TYPE, nullable=False),
+        pa.field(c.CELL_ID, pa.uint64(), nullable=False),
     ]
 )
-
-PHOTOS_WITH_CELL = pa.schema(list(FEATURES) + [pa.field(c.CELL_ID, pa.uint64(), nullable=False)])
 
 CELLS = pa.schema(
     [
@@ -121,6 +148,15 @@ class Reason:
     UNREADABLE_IMAGE = "unreadable_image"
     UNKNOWN_CELL = "unknown_cell"
     INFERENCE_ERROR = "inference_error"
+    # Photos (imagery / ingest_photos): the file itself.
+    NOT_AN_IMAGE = "not_an_image"  # no image format recognises the bytes (e.g. a text file named .jpg)
+    TOO_MANY_PIXELS = "too_many_pixels"  # declared size above imagery.MAX_PIXELS: a decompression bomb
+    DUPLICATE_CONTENT = "duplicate_content"  # the same bytes under another name (the smallest uri is kept)
+    # Photos: their EXIF location.
+    NO_EXIF = "no_exif"
+    NO_GPS = "no_gps"
+    GPS_OUT_OF_RANGE = "gps_out_of_range"  # |lat| > 90, |lng| > 180, or exactly 0/0 ("null island")
+    MALFORMED_GPS = "malformed_gps"  # zero denominators, missing/odd N/S/E/W refs, minutes or seconds >= 60
 
     ALL = (
         MISSING_LATLNG,
@@ -136,6 +172,13 @@ class Reason:
         UNREADABLE_IMAGE,
         UNKNOWN_CELL,
         INFERENCE_ERROR,
+        NOT_AN_IMAGE,
+        TOO_MANY_PIXELS,
+        DUPLICATE_CONTENT,
+        NO_EXIF,
+        NO_GPS,
+        GPS_OUT_OF_RANGE,
+        MALFORMED_GPS,
     )
 
 
@@ -177,8 +220,9 @@ def _compatible(got: pa.DataType, want: pa.DataType) -> bool:
     return False
 
 
-def validate_manifest(schema: pa.Schema, table_name: str = "manifest") -> None:
-    check_columns(table_name, schema, MANIFEST, MANIFEST_REQUIRED)
+def validate_manifest(schema: pa.Schema, table_name: str = "manifest", need_location: bool = True) -> None:
+    """Columns and types of a manifest; ``need_location=False`` for photos to geolocate (no lat/lng needed)."""
+    check_columns(table_name, schema, MANIFEST, MANIFEST_REQUIRED if need_location else (c.PHOTO_ID,))
     if c.IMAGE_URI not in schema.names and c.EMBEDDING not in schema.names:
         raise SchemaError(f"{table_name}: needs an '{c.IMAGE_URI}' or an '{c.EMBEDDING}' column")
 
@@ -194,21 +238,30 @@ def check_no_nulls(table_name: str, table: pa.Table, expected: pa.Schema) -> Non
             raise SchemaError(f"{table_name}: column '{field.name}' is null at row {row} ({column.null_count} nulls)")
 
 
-def validate_features(table: pa.Table, embedding_dim: int | None = None, table_name: str = "features") -> None:
-    """Whole-table check for artifacts that must already be clean (written by our own jobs)."""
+def validate_features(
+    table: pa.Table, embedding_dim: int | None = None, table_name: str = "features", need_location: bool = True
+) -> None:
+    """Whole-table check for artifacts that must already be clean (written by our own jobs).
+
+    ``need_location=False`` accepts null lat/lng (features of photos to geolocate); values present are still
+    range-checked.
+    """
     check_columns(table_name, table.schema, FEATURES)
     check_no_nulls(table_name, table, FEATURES)
     import numpy as np
     import pyarrow.compute as pc
 
-    lat = table.column(c.LAT).to_numpy(zero_copy_only=False)
-    lng = table.column(c.LNG).to_numpy(zero_copy_only=False)
-    bad = ~np.isfinite(lat) | (np.abs(lat) > 90)
-    if bad.any():
-        raise SchemaError(f"{table_name}: column '{c.LAT}' out of range at row {int(np.argmax(bad))}")
-    bad = ~np.isfinite(lng) | (np.abs(lng) > 180)
-    if bad.any():
-        raise SchemaError(f"{table_name}: column '{c.LNG}' out of range at row {int(np.argmax(bad))}")
+    for name, limit in ((c.LAT, 90), (c.LNG, 180)):
+        column = table.column(name)
+        if need_location and column.null_count:
+            row = int(column.is_null().to_numpy(zero_copy_only=False).argmax())
+            raise SchemaError(f"{table_name}: column '{name}' is null at row {row} ({column.null_count} nulls)")
+        values = column.to_numpy(zero_copy_only=False)  # nulls -> NaN
+        present = ~column.is_null().to_numpy(zero_copy_only=False)
+        with np.errstate(invalid="ignore"):
+            bad = present & (~np.isfinite(values) | (np.abs(values) > limit))
+        if bad.any():
+            raise SchemaError(f"{table_name}: column '{name}' out of range at row {int(np.argmax(bad))}")
     if embedding_dim is not None and table.num_rows:
         lengths = pc.list_value_length(table.column(c.EMBEDDING)).to_numpy(zero_copy_only=False)
         wrong = lengths != embedding_dim

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import keras
 import numpy as np
 import pandas as pd
@@ -13,7 +11,7 @@ import pytest
 from PIL import Image
 
 from pipelines import extract_features as ef
-from schemas import FEATURES, Reason, check_columns
+from schemas import FEATURES, Reason, SchemaError, check_columns
 from schemas import columns as c
 from schemas.io import read_table
 
@@ -22,23 +20,6 @@ def _image(rng, size, mode="RGB") -> Image.Image:
     channels = 3 if mode == "RGB" else 1
     pixels = rng.integers(0, 256, size=(size[1], size[0], channels), dtype=np.uint8)
     return Image.fromarray(pixels.squeeze(), mode=mode)
-
-
-def test_decode_image_is_pixel_exact_for_lossless_input():
-    rng = np.random.default_rng(0)
-    image = _image(rng, (299, 299))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    np.testing.assert_array_equal(ef.decode_image(buffer.getvalue()), np.asarray(image, dtype=np.float32))
-    gray = _image(rng, (40, 30), mode="L")
-    buffer = io.BytesIO()
-    gray.save(buffer, format="PNG")
-    decoded = ef.decode_image(buffer.getvalue())
-    assert decoded.shape == (299, 299, 3) and decoded.dtype == np.float32
-    np.testing.assert_array_equal(decoded[..., 0], decoded[..., 2])  # grey replicated to RGB
-    with pytest.raises(ef.ImageError) as error:
-        ef.decode_image(b"\xff\xd8\xff\xe0 not really a jpeg")
-    assert error.value.reason == Reason.UNREADABLE_IMAGE
 
 
 def test_extracts_features_and_dead_letters_bad_images(tmp_path, backbone_path):
@@ -74,7 +55,8 @@ def test_extracts_features_and_dead_letters_bad_images(tmp_path, backbone_path):
     assert summary.rows_in == 8 and summary.rows_out == 3 and summary.balanced
     assert summary.dead_letters == {
         Reason.MISSING_FILE: 1,
-        Reason.UNREADABLE_IMAGE: 2,
+        Reason.UNREADABLE_IMAGE: 1,
+        Reason.NOT_AN_IMAGE: 1,
         Reason.LAT_OUT_OF_RANGE: 1,
         Reason.DUPLICATE_PHOTO_ID: 1,
     }
@@ -95,7 +77,7 @@ def test_extracts_features_and_dead_letters_bad_images(tmp_path, backbone_path):
     dead = read_table(f"{out}.dead_letters").to_pandas().set_index(c.PHOTO_ID)
     assert dead.loc["missing", c.REASON] == Reason.MISSING_FILE
     assert dead.loc["truncated", c.REASON] == Reason.UNREADABLE_IMAGE
-    assert dead.loc["text", c.REASON] == Reason.UNREADABLE_IMAGE
+    assert dead.loc["text", c.REASON] == Reason.NOT_AN_IMAGE
     assert dead.loc["badlat", c.REASON] == Reason.LAT_OUT_OF_RANGE
     assert dead.loc["jpeg", c.REASON] == Reason.DUPLICATE_PHOTO_ID
     assert "png.img" in dead.loc["jpeg", c.RECORD]  # the second row went, the first was kept
@@ -125,4 +107,88 @@ def test_images_without_a_backbone_are_refused_at_launch(tmp_path):
     )
     with pytest.raises(SystemExit):
         ef.run([f"--manifest={tmp_path / 'm.csv'}", f"--output={tmp_path / 'out'}"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_photos_to_geolocate_through_a_keras_backbone(tmp_path, tiny_backbone_path):
+    """A manifest without lat/lng (photos to geolocate), a user's .keras backbone, a bomb among the photos."""
+    import json
+
+    import imagery
+    from schemas import validate_features
+    from tests import photo_files as pf
+
+    photos = {
+        "real": pf.BUNDLED_PHOTOS / "npm__jpeg-exif-1.1.4__package__test__IMG_0001.JPG",  # EXIF orientation 6
+        "heic": pf.BUNDLED_PHOTOS / "pypi-sdist__pillow_heif-1.8.1__tests__images__heif_special__xiaomi.heic",
+        "tiff16": pf.BUNDLED_PHOTOS / "pypi-sdist__pillow-13.0.0__Tests__images__ifd_tag_type.tiff",
+        "bomb": pf.write(tmp_path, "bomb.png", pf.bomb_png()),
+        "text": pf.write(tmp_path, "text.jpg", b"not a photo"),
+    }
+    manifest = tmp_path / "to_locate.csv"
+    pd.DataFrame({c.PHOTO_ID: list(photos), c.IMAGE_URI: [str(p) for p in photos.values()]}).to_csv(manifest, index=False)
+    out = tmp_path / "features"
+    summary = ef.run(
+        [f"--manifest={manifest}", f"--output={out}", f"--backbone={tiny_backbone_path}", "--direct_num_workers=1"]
+    )
+    assert (summary.rows_in, summary.rows_out) == (5, 3) and summary.balanced
+    assert summary.dead_letters == {Reason.TOO_MANY_PIXELS: 1, Reason.NOT_AN_IMAGE: 1}
+    table = read_table(str(out))
+    validate_features(table, embedding_dim=8, need_location=False)
+    with pytest.raises(SchemaError, match="'lat' is null"):
+        validate_features(table, embedding_dim=8)
+    got = table.to_pandas().set_index(c.PHOTO_ID)
+    assert got[c.LAT].isna().all() and got[c.LNG].isna().all()
+    model = keras.saving.load_model(tiny_backbone_path)
+    for name in ("real", "heic", "tiff16"):
+        want = model.predict(imagery.load_image(photos[name].read_bytes())[None], verbose=0)[0]
+        np.testing.assert_allclose(np.asarray(got.loc[name, c.EMBEDDING]), want, rtol=1e-5, atol=1e-5)
+    info = json.loads((out / ef.BACKBONE_INFO_FILE).read_text())
+    assert info["backbone"] == str(tiny_backbone_path) and info["weights"] == str(tiny_backbone_path)
+    assert info["feature_dim"] == 8 and len(info["weights_sha256"]) == 64
+
+
+def test_extract_features_with_a_bomb_stays_under_1_gb(tmp_path, tiny_backbone_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests import photo_files as pf
+
+    bomb = pf.write(tmp_path, "bomb.png", pf.bomb_png())
+    ok = pf.write(tmp_path, "ok.jpg", pf.jpeg())
+    pd.DataFrame({c.PHOTO_ID: ["bomb", "ok"], c.IMAGE_URI: [str(bomb), str(ok)]}).to_csv(tmp_path / "m.csv", index=False)
+    code = (
+        "import resource, sys\n"
+        "from pipelines import extract_features\n"
+        "extract_features.run(sys.argv[1:])\n"
+        "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, "--manifest=m.csv", "--output=features", f"--backbone={tiny_backbone_path}"],
+        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(pf.REPO)), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "rows in 2, rows out 1, dead letters 1 (too_many_pixels 1); balanced" in run.stdout
+    max_rss_kb = int(run.stdout.split("MAXRSS_KB")[1].split()[0])
+    assert max_rss_kb < 1024 * 1024, f"peak RSS {max_rss_kb / 1024:.0f} MB"
+
+
+def test_unusable_backbones_are_refused_at_launch_in_one_line(tmp_path, monkeypatch):
+    from trainer import backbone
+
+    pd.DataFrame({c.PHOTO_ID: ["a"], c.IMAGE_URI: ["x.jpg"]}).to_csv(tmp_path / "m.csv", index=False)
+    # No Keras cache and no network: one line saying what to do, at once.
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.setattr(backbone, "_keras_cache_dirs", lambda: [str(tmp_path / "keras_home" / "models")])
+    monkeypatch.setattr(backbone, "_reachable", lambda host, port=443, timeout=3.0: False)
+    for flags, says in [
+        (["--backbone_weights=imagenet"], "not in the Keras cache"),
+        ([f"--backbone={tmp_path / 'nope.keras'}"], "no such file"),
+        (["--backbone=resnet50"], "give 'inception_v3' or a path to a .keras model"),
+    ]:
+        with pytest.raises(SystemExit) as exit_:
+            ef.run([f"--manifest={tmp_path / 'm.csv'}", f"--output={tmp_path / 'out'}", *flags])
+        message = str(exit_.value)
+        assert message.startswith("extract_features: --backbone") and says in message and "\n" not in message
     assert not (tmp_path / "out").exists()
