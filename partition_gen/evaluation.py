@@ -258,28 +258,13 @@ def to_markdown(report: dict, title: str = "Geolocational accuracies [%]") -> st
 
 
 def plot_accuracy(report: dict, path: str, title: str = "Accuracy against distance") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """accuracy.png: one line per method in Table 2's order (styles in :mod:`partition_gen.plots`)."""
+    from partition_gen import plots
 
     thresholds = report["thresholds_km"]
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for name in sorted(report["methods"], key=_row_order):
-        acc = np.array(accuracy_values(report["methods"][name], thresholds)) * 100
-        style = "-" if name.startswith(("CPlaNet", "SimpleSum")) else ("--" if name.startswith("Average") else ":")
-        ax.plot(thresholds, acc, style, marker="o", markersize=3, label=name)
-    ax.set_xscale("log")
-    ax.set_xticks(thresholds)
-    ax.set_xticklabels([str(t) for t in thresholds])
-    ax.set_xlabel("distance threshold r [km]")
-    ax.set_ylabel("photos located within r [%]")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    names = sorted(report["methods"], key=_row_order)
+    values = [accuracy_values(report["methods"][name], thresholds) for name in names]
+    plots.plot_accuracy(report, path, title, names, np.asarray(values, dtype=np.float64).reshape(len(names), -1))
 
 
 def write_report(report: dict, out_dir: str, title: str = "Geolocational accuracies [%]") -> dict[str, str]:

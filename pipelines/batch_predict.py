@@ -448,9 +448,9 @@ def run(argv: Sequence[str] | None = None):
     parser.add_argument("--model", required=True, help="trainer export: manifest.json + *.keras")
     parser.add_argument("--partitions", required=True, help="partitions artifact of the model's geoclass sets")
     parser.add_argument("--output", required=True, help="base folder; the run writes OUTPUT/run_date=YYYY-MM-DD/")
-    parser.add_argument("--run_date", default=datetime.datetime.now(datetime.UTC).date().isoformat())
+    parser.add_argument("--run_date", default=datetime.datetime.now(datetime.UTC).date().isoformat(), help="YYYY-MM-DD of this run, names its output folder (default: today, UTC)")
     parser.add_argument("--methods", default="default", help="'default', 'paper' or method names separated by ';'")
-    parser.add_argument("--top_k", type=int, default=5)
+    parser.add_argument("--top_k", type=int, default=5, help="alternative locations kept per photo and method (default 5)")
     parser.add_argument("--input_kind", choices=[FEATURES, IMAGES], default=None, help="default: from the columns")
     parser.add_argument("--allow_random_backbone", action="store_true",
                         help="predict with a model whose backbone has random weights (tests only; warns every run)")

@@ -313,7 +313,7 @@ def run(argv: Sequence[str] | None = None) -> common.JobSummary:
     parser.add_argument("--level", type=int, default=DEFAULT_LEVEL, help="S2 level of the cells (default 14)")
     parser.add_argument("--embedding_dim", type=int, default=None, help="default: the first embedding's length")
     parser.add_argument("--cell_shards", type=int, default=DEFAULT_CELL_SHARDS, help="parallelism of the cell sums")
-    parser.add_argument("--batch_rows", type=int, default=common.DEFAULT_BATCH_ROWS)
+    parser.add_argument("--batch_rows", type=int, default=common.DEFAULT_BATCH_ROWS, help=f"rows per Arrow batch read (default {common.DEFAULT_BATCH_ROWS:,})")
     args, options = common.parse_job_args(parser, argv)
     if not 0 <= args.level <= 30:
         parser.error(f"--level must be in 0..30, got {args.level}")

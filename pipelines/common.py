@@ -49,6 +49,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
+from pipelines import progress
 from schemas import DEAD_LETTERS, EMBEDDING_TYPE, Reason, row_problem
 from schemas import columns as c
 from schemas.io import SUCCESS_MARKER, is_remote, replace_directory_atomic
@@ -324,7 +325,7 @@ class ReadTableBatches(beam.PTransform):
         self._count = count_rows_in
 
     def expand(self, pbegin):
-        columns, batch_rows = self._columns, self._batch_rows
+        columns, batch_rows, job = self._columns, self._batch_rows, self._job
         # A second read of the same input (e.g. for the duplicate check) must not count its rows again.
         rows_in = Metrics.counter(self._job, ROWS_IN) if self._count else None
 
@@ -332,6 +333,7 @@ class ReadTableBatches(beam.PTransform):
             for batch in read_unit_batches(unit, columns, batch_rows):
                 if rows_in is not None:
                     rows_in.inc(batch.num_rows)
+                    progress.advance(job, "read", batch.num_rows)
                 yield batch
 
         return (
@@ -624,8 +626,10 @@ class DropDuplicatePhotoIds(beam.PTransform):
 # ----------------------------------------------------------------------------------------------- writing
 
 
-def _count_rows(batch: pa.RecordBatch, counter) -> pa.RecordBatch:
+def _count_rows(batch: pa.RecordBatch, counter, job: str = "") -> pa.RecordBatch:
     counter.inc(batch.num_rows)
+    if job:
+        progress.advance(job, "written", batch.num_rows)
     return batch
 
 
@@ -637,7 +641,7 @@ class CountRowsOut(beam.PTransform):
         self._job = job
 
     def expand(self, batches):
-        return batches | "Count rows out" >> beam.Map(_count_rows, Metrics.counter(self._job, ROWS_OUT))
+        return batches | "Count rows out" >> beam.Map(_count_rows, Metrics.counter(self._job, ROWS_OUT), self._job)
 
 
 def to_output_table(batch: pa.RecordBatch, schema: pa.Schema) -> pa.Table:
@@ -811,6 +815,7 @@ def run_job(
         raise
     for output in outputs:
         output.commit()
-    LOG.info(summary.line())
-    print(summary.line(), flush=True)
+    # The one summary line (stdout, for people and schedulers), with where the job wrote.
+    where = ", ".join(output.final for output in outputs)
+    print(summary.line() + (f"; wrote {where}" if where else ""), flush=True)
     return summary

@@ -25,7 +25,7 @@ def run(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--workdir", required=True, help="a run_all work dir (model/, sets/, partitions/)")
     parser.add_argument("--features", required=True, help="Parquet with photo_id, lat, lng, embedding")
     parser.add_argument("--photo_id", default=None, help="default: the file's first photo")
-    parser.add_argument("--out", default=None, help="PNG path (default: WORKDIR/figure4_<photo_id>.png)")
+    parser.add_argument("--out", default=None, help="PNG path (default: WORKDIR/figure4_<photo id without image extension, @ and / as _>.png)")
     args = parser.parse_args(argv)
     configure_logging()
     path = draw_progressive_map(

@@ -282,7 +282,7 @@ def run(argv: Sequence[str] | None = None) -> common.JobSummary:
     # Older name of --backbone PATH.keras (a saved backbone used as it is).
     parser.add_argument("--backbone_model", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--embedding_dim", type=int, default=None, help="pass-through manifests: expected length")
-    parser.add_argument("--inference_batch", type=int, default=DEFAULT_INFERENCE_BATCH)
+    parser.add_argument("--inference_batch", type=int, default=DEFAULT_INFERENCE_BATCH, help=f"images per backbone call (default {DEFAULT_INFERENCE_BATCH})")
     args, options = common.parse_job_args(parser, argv)
     if args.backbone_model and args.backbone:
         parser.error("give --backbone or --backbone_model, not both")

@@ -230,7 +230,7 @@ def run(argv: Sequence[str] | None = None) -> common.JobSummary:
     parser.add_argument("--geoclass_sets", required=True, help="geoclass-sets artifact directory")
     parser.add_argument("--output", required=True, help="examples directory")
     parser.add_argument("--dead_letters", default=None, help="default: OUTPUT.dead_letters")
-    parser.add_argument("--eval_fraction", type=float, default=DEFAULT_EVAL_FRACTION)
+    parser.add_argument("--eval_fraction", type=float, default=DEFAULT_EVAL_FRACTION, help=f"share of photos held out for evaluation, by a hash of photo_id (default {DEFAULT_EVAL_FRACTION})")
     parser.add_argument("--train_shards", type=int, default=0, help="0: the runner decides")
     parser.add_argument("--eval_shards", type=int, default=0, help="0: the runner decides")
     parser.add_argument("--embedding_dim", type=int, default=None, help="default: the first embedding's length")

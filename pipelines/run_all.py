@@ -222,7 +222,7 @@ def draw_progressive_map(workdir: str, test: str, model_dir: str, sets_dir: str,
     """The paper's Figure 4 for one test photo: the top region as the sets are added one by one."""
     import numpy as np
 
-    from partition_gen.figures import plot_progressive_map
+    from partition_gen.figures import figure_file_name, plot_progressive_map
     from partition_gen.partitions import load_partitions
     from trainer.export import load_features_model
 
@@ -237,7 +237,7 @@ def draw_progressive_map(workdir: str, test: str, model_dir: str, sets_dir: str,
     embedding = np.asarray(table.column(c.EMBEDDING)[row].as_py(), dtype=np.float32)[None, :]
     probabilities = load_features_model(model_dir, sets_dir).predict(embedding, verbose=0)
     parts = load_partitions(partitions_dir)
-    path = os.path.join(workdir, f"figure4_{ids[row]}.png".replace(os.sep, "_"))
+    path = os.path.join(workdir, figure_file_name(ids[row]))
     plot_progressive_map(parts, {k: np.asarray(v)[0] for k, v in probabilities.items()},
                          table.column(c.LAT)[row].as_py(), table.column(c.LNG)[row].as_py(), path,
                          photo_id=str(ids[row]))

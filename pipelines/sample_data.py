@@ -832,7 +832,7 @@ def run(argv=None) -> dict[str, str]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--n_train", type=int, default=100_000, help="training photos (simulated sample)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
     parser.add_argument("--dim", type=int, default=DEFAULT_DIM, help="embedding size (simulated sample)")
     parser.add_argument("--scene", action="store_true", help="write the YFCC25600 scene-label sample instead")
     parser.add_argument("--test_fraction", type=float, default=0.2, help="held-out share (scene sample)")

@@ -173,37 +173,13 @@ def _tensorboard_callback(log_dir: str) -> keras.callbacks.Callback:
     return EpochScalars(log_dir)
 
 
-def plot_curves(history: Mapping[str, Sequence[float]], set_names: Sequence[str], path: str) -> None:
-    """Loss, top-1 and top-5 per head against epochs; solid = train, dashed = eval."""
-    import io
+def plot_curves(history: Mapping[str, Sequence[float]], set_names: Sequence[str], path: str,
+                exported_epoch: int | None = None) -> None:
+    """curves.png: loss, top-1 and top-5 per head against epochs, the exported epoch marked (default: last)."""
+    from partition_gen.plots import training_curves_png
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [("loss", "cross-entropy"), ("top1", "top-1 accuracy"), ("top5", "top-5 accuracy")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
-    for ax, (metric, title) in zip(axes, panels):
-        for i, name in enumerate(set_names):
-            color = f"C{i % 10}"
-            for prefix, style in (("", "-"), ("val_", "--")):
-                values = history.get(f"{prefix}{name}_{metric}")
-                if values:
-                    epochs = range(1, len(values) + 1)
-                    label = f"{name} {'eval' if prefix else 'train'}"
-                    ax.plot(epochs, values, style, color=color, marker=".", label=label)
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    if axes[0].get_legend_handles_labels()[0]:
-        axes[0].legend(fontsize="small")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
     with tf.io.gfile.GFile(path, "wb") as handle:
-        handle.write(buffer.getvalue())
+        handle.write(training_curves_png(history, set_names, exported_epoch))
 
 
 # ---------------------------------------------------------------------------------------------- training
