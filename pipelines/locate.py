@@ -3,8 +3,8 @@
     python -m pipelines.locate PATH... --model DIR --partitions DIR [--json] [--map FILE.png] [--top_k K]
         [--features FILE] [--batch_size N] [--allow_random_backbone]
 
-PATH: photo files, folders (their image files: .jpg .jpeg .png .tif .tiff .heic .heif .webp .bmp .gif, any
-case, recursively) or globs (quote them). ``--model``: a trainer export (``trainer.export``) with a geolocator;
+PATH: photo files, folders (their image files, as ``ingest_photos`` takes them: .jpg .png .tif .heic .heif
+.webp .gif .bmp .avif and kin, any case, recursively) or globs (quote them). ``--model``: a trainer export (``trainer.export``) with a geolocator;
 ``--partitions``: the partitions artifact of its geoclass sets (``run_all`` writes both under its workdir).
 No Beam and no cluster: the model is loaded once and the photos go through it in batches; every photo is decoded
 by ``imagery.load_image``, the same preprocessing as ``pipelines.extract_features`` and ``batch_predict``.
@@ -40,7 +40,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".heic", ".heif", ".webp", ".bmp", ".gif")
+# The same names as pipelines.ingest_photos takes (not imported from there: that module loads Beam).
+IMAGE_EXTENSIONS = (
+    ".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".heic", ".heif", ".hif", ".webp", ".gif", ".bmp", ".avif",
+)  # fmt: skip
 DEFAULT_BATCH = 16
 DEFAULT_TOP_K = 5
 # A photo file larger than this is refused before it is read (camera RAW files stay well below it).
@@ -370,14 +373,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_tensorflow() -> None:
-    # TensorFlow's C++ start-up chatter would bury the one line per photo; errors still show.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import logging
-
-    logging.getLogger("absl").setLevel(logging.ERROR)
-
-
 def main(argv: Sequence[str] | None = None, out=None, err=None) -> int:
     err = err or sys.stderr
     parser = build_parser()
@@ -388,7 +383,6 @@ def main(argv: Sequence[str] | None = None, out=None, err=None) -> int:
         parser.error("--top_k and --batch_size must be at least 1")
     if args.map and not args.map.lower().endswith(".png"):
         parser.error(f"--map {args.map}: give a .png file name")
-    _quiet_tensorflow()
     reporter = Reporter(args.json, out, err)
     try:
         locator = Locator(args.model, args.partitions, top_k=args.top_k,

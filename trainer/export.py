@@ -105,7 +105,7 @@ def build_geolocator(
     return keras.Model(extractor.input, outputs, name="cplanet_geolocator"), info
 
 
-def backbone_record(manifest: Mapping) -> dict | None:
+def recorded_backbone(manifest: Mapping) -> dict | None:
     """The manifest's backbone record; manifests written before it existed say only ``backbone_weights``."""
     if manifest.get("backbone") is not None:
         return dict(manifest["backbone"])
@@ -115,7 +115,7 @@ def backbone_record(manifest: Mapping) -> dict | None:
 
 
 def has_random_backbone(manifest: Mapping) -> bool:
-    record = backbone_record(manifest)
+    record = recorded_backbone(manifest)
     return record is not None and record.get("weights") == RANDOM_WEIGHTS
 
 
@@ -126,7 +126,7 @@ def check_backbone(manifest: Mapping, model_dir: str, allow_random: bool) -> str
     """
     if not has_random_backbone(manifest):
         return None
-    name = backbone_record(manifest).get("backbone", DEFAULT_BACKBONE)
+    name = recorded_backbone(manifest).get("backbone", DEFAULT_BACKBONE)
     if not allow_random:
         raise RandomBackboneError(
             f"model {model_dir} has a {name} backbone with random weights, so its places mean nothing; export it "
@@ -168,12 +168,16 @@ def export_model(
     with_geolocator: bool = True,
     trained_checksum: str | None = None,
     backbone: str = DEFAULT_BACKBONE,
+    backbone_record: Mapping | None = None,
 ) -> dict:
     """Write the model artifact for ``model`` (trained heads) bound to the geoclass sets ``sets``.
 
     ``backbone``/``backbone_weights``: the backbone the heads' features come from (``trainer.backbone``), built
     into the geolocator and recorded in the manifest. Without ``backbone_weights`` there is no geolocator
     (``with_geolocator`` must be False) and the manifest records no backbone (features of unrecorded origin).
+    ``backbone_record``: when ``backbone`` is a saved copy of a backbone (``run_all`` builds it once for the
+    features and the geolocator), the record of what it is (``load_backbone``'s info, e.g. inception_v3 with
+    random weights); refused unless its ``weights_sha256`` is that of the saved copy.
 
     Refuses heads that do not match the sets, and, given ``trained_checksum`` (the sets checksum of the
     examples the model was trained on), a model trained on other sets. The directory appears complete or not at all: files are
@@ -198,6 +202,13 @@ def export_model(
         _, manifest["backbone"] = load_chosen_backbone(backbone, backbone_weights)
     else:
         manifest["backbone"] = None
+    if backbone_record is not None:
+        if manifest["backbone"] is None or backbone_record.get("weights_sha256") != manifest["backbone"]["weights_sha256"]:
+            raise ValueError(
+                f"the backbone record names weights {backbone_record.get('weights_sha256')}, but {backbone} holds "
+                f"{None if manifest['backbone'] is None else manifest['backbone']['weights_sha256']}"
+            )
+        manifest["backbone"] = dict(backbone_record)
     if manifest["backbone"] is not None:
         record = manifest["backbone"]
         for key in ("backbone", "weights"):  # file names, not this machine's paths; the checksum identifies them
@@ -313,6 +324,10 @@ def run(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--sets", required=True, help="geoclass-sets artifact dir (or its sets.json)")
     parser.add_argument("--export_dir", required=True)
     add_backbone_flags(parser)
+    parser.add_argument(
+        "--backbone_record", default=None, metavar="FILE.json",
+        help="what a saved --backbone PATH.keras is (load_backbone's info, e.g. run_all's backbone/backbone.json)",
+    )  # fmt: skip
     parser.add_argument("--model_id", default=None, help="default: a hash of the heads and the sets checksum")
     parser.add_argument("--no_geolocator", action="store_true", help="export the features model only")
     args = parser.parse_args(argv)
@@ -328,7 +343,13 @@ def run(argv: Sequence[str] | None = None) -> dict:
         with_geolocator=not args.no_geolocator,
         trained_checksum=trained_checksum,
         backbone=args.backbone,
+        backbone_record=_read_json(args.backbone_record) if args.backbone_record else None,
     )
+
+
+def _read_json(path: str) -> dict:
+    with tf.io.gfile.GFile(path, "r") as handle:
+        return json.loads(handle.read())
 
 
 def add_backbone_flags(parser: argparse.ArgumentParser) -> None:
