@@ -205,6 +205,7 @@ class Locator:
     ):
         from partition_gen.evaluation import default_method
         from partition_gen.partitions import check_model_matches, load_partitions, read_partitions_manifest
+        from schemas.io import IncompleteArtifactError
         from trainer import export
 
         try:
@@ -213,7 +214,7 @@ class Locator:
             self.warning = export.check_backbone(self.manifest, model_dir, allow_random_backbone)
             self.partitions = load_partitions(partitions_dir)
             check_model_matches(self.partitions, self.manifest, model_dir)
-        except (OSError, ValueError, KeyError) as error:
+        except (OSError, ValueError, KeyError, IncompleteArtifactError) as error:
             raise UsageError(str(error).splitlines()[0]) from error
         self.set_names = list(self.partitions.set_names)
         self.method = default_method(self.set_names)
@@ -232,7 +233,7 @@ class Locator:
                 self.model = keras.Model(geolocator.input, {FEATURES_OUTPUT: features, **heads})
             else:
                 self.model = export.load_features_model(model_dir, binding)
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, IncompleteArtifactError) as error:
             raise UsageError(str(error).splitlines()[0]) from error
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
