@@ -17,10 +17,10 @@ tree over unit vectors: the nearest chord is the nearest great-circle distance, 
 from __future__ import annotations
 
 import csv
-import functools
 import gzip
 import io
 import json
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,10 +120,17 @@ def read_bundled_places() -> tuple[list[dict], dict[str, str]]:
     return locations, countries
 
 
-@functools.cache
+_lock = threading.Lock()
+_gazetteer: Gazetteer | None = None
+
+
 def gazetteer() -> Gazetteer:
-    """The process-wide gazetteer, built on first use."""
-    return Gazetteer(*read_bundled_places())
+    """The process-wide gazetteer, built on first use (thread-safe: ``locate`` builds it in the background)."""
+    global _gazetteer
+    with _lock:
+        if _gazetteer is None:
+            _gazetteer = Gazetteer(*read_bundled_places())
+        return _gazetteer
 
 
 def nearest_places(lat, lng) -> Places:

@@ -203,9 +203,15 @@ class Locator:
         allow_random_backbone: bool = False,
         images: bool = True,
     ):
+        import threading
+
         from partition_gen.evaluation import default_method
         from partition_gen.partitions import check_model_matches, load_partitions, read_partitions_manifest
+        from partition_gen.places import gazetteer
         from schemas.io import IncompleteArtifactError
+
+        # The gazetteer (~2 s of parsing) is built while TensorFlow and the model load.
+        threading.Thread(target=gazetteer, name="gazetteer", daemon=True).start()
         from trainer import export
 
         try:
