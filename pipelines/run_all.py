@@ -163,7 +163,14 @@ def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args:
               resume: bool = False, backbone: str = "inception_v3", backbone_weights: str | None = None) -> dict:
     """Run every stage; returns the evaluation report (also written to ``workdir/evaluation.json``)."""
     from partition_gen import partitions as partitions_lib
-    from pipelines import batch_predict, bucket_cells, evaluate, extract_features, generate_geoclass_sets, make_examples
+    from pipelines import (
+        batch_predict,
+        bucket_cells,
+        evaluate,
+        extract_features,
+        generate_geoclass_sets,
+        make_examples,
+    )
     from trainer import export as trainer_export
     from trainer import train as trainer_train
 

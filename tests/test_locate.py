@@ -266,7 +266,7 @@ def test_features_of_extract_features_the_geolocator_and_locate_agree(artifacts,
     # 2. The exported geolocator's backbone part on locate's decoding, and 3. locate's own batches.
     locator = locate.Locator(artifacts["model"], artifacts["partitions"], allow_random_backbone=True)
     from_locate, from_geolocator = [], []
-    for photos, images, failures in locate.decoded_batches(files, batch_size=4):
+    for _photos, images, failures in locate.decoded_batches(files, batch_size=4):
         assert not failures
         features, _ = locator.run(images)
         from_locate.append(features)
