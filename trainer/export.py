@@ -129,10 +129,10 @@ def check_backbone(manifest: Mapping, model_dir: str, allow_random: bool) -> str
     name = recorded_backbone(manifest).get("backbone", DEFAULT_BACKBONE)
     if not allow_random:
         raise RandomBackboneError(
-            f"model {model_dir} has a {name} backbone with random weights, so its places mean nothing; export it "
+            f"model {model_dir}: its {name} backbone has random weights, so its places mean nothing; export it "
             "with --backbone_weights FILE or imagenet (see README), or pass --allow_random_backbone (tests only)"
         )
-    return f"WARNING: model {model_dir} has a {name} backbone with random weights (--allow_random_backbone): its places mean nothing"
+    return f"WARNING: model {model_dir}: its {name} backbone has random weights (--allow_random_backbone): its places mean nothing"
 
 
 def model_id_for(features_model: keras.Model, sets_checksum: str) -> str:
