@@ -307,8 +307,15 @@ def to_json(result: Located | Failure) -> str:
     )  # fmt: skip
 
 
+# Beyond this the nearest place is only a pointer (a point at sea, in a desert): the text says how far it is.
+FAR_KM = 50.0
+
+
 def to_text(result: Located) -> str:
-    lines = [f"{result.photo}: {result.lat:.5f}, {result.lng:.5f}  {result.place['name']}  (score {result.score:.4g})"]
+    place = result.place["name"]
+    if result.place["distance_km"] > FAR_KM:
+        place += f" ({result.place['distance_km']:,.0f} km away)"
+    lines = [f"{result.photo}: {result.lat:.5f}, {result.lng:.5f}  {place}  (score {result.score:.4g})"]
     for rank, alt in enumerate(result.topk[1:], start=2):
         lines.append(f"    {rank}. {alt['lat']:.5f}, {alt['lng']:.5f}  {alt['place']}  (score {alt['score']:.4g})")
     return "\n".join(lines)
