@@ -102,3 +102,35 @@ def test_image_manifests_need_a_chosen_backbone(tmp_path):
     train = write_manifest(tmp_path / "train.csv", write_photos(tmp_path / "p", 2, seed=3))
     with pytest.raises(SystemExit, match="--backbone_weights FILE\\|imagenet\\|random"):
         run_all.run(["--train", str(train), "--test", str(train), "--workdir", str(tmp_path / "w")])
+
+
+@pytest.mark.slow
+def test_locate_on_a_decompression_bomb_is_an_error_line_under_1_gb(image_run, tmp_path):
+    """A PNG declaring 60,000 x 60,000 pixels beside a good photo: an error line and exit 1, never a decode."""
+    import os
+    import subprocess
+    import sys
+
+    from tests import photo_files as pf
+
+    workdir = image_run["workdir"]
+    bomb = pf.write(tmp_path, "bomb.png", pf.bomb_png())
+    ok = pf.write(tmp_path, "ok.jpg", pf.jpeg())
+    code = (
+        "import resource, sys\n"
+        "from pipelines import locate\n"
+        "status = locate.main(sys.argv[1:])\n"
+        "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "sys.exit(status)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(bomb), str(ok), "--model", str(workdir / "model"), "--partitions",
+         str(workdir / "partitions"), "--json", "--allow_random_backbone"],
+        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(pf.REPO)), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 1, run.stderr[-2000:]
+    rows = {json.loads(line)["photo"]: json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")}
+    assert "too_many_pixels" in rows[str(bomb)]["error"] and rows[str(ok)]["place"]["name"]
+    assert f"locate: {bomb}: too_many_pixels" in run.stderr
+    max_rss_kb = int(run.stdout.split("MAXRSS_KB")[1].split()[0])
+    assert max_rss_kb < 1024 * 1024, f"peak RSS {max_rss_kb / 1024:.0f} MB"
