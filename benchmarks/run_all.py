@@ -23,6 +23,7 @@ BENCHMARKS = {
     "training": "benchmarks.bench_training",
     "combination": "benchmarks.bench_combination",
     "accuracy": "benchmarks.bench_accuracy",
+    "locate": "benchmarks.bench_locate",
 }
 
 

@@ -2,9 +2,12 @@
 
 Input: a manifest (CSV/Parquet file, glob or completed directory) of ``photo_id`` and either ``embedding``
 (features from ``pipelines.extract_features``: the main path, model ``features_model.keras``) or ``image_uri``
-(JPEG/PNG files, model ``geolocator.keras``, which holds the Inception backbone). lat/lng are not needed.
+(JPEG/PNG/TIFF/HEIC files, decoded by ``imagery.load_image``; model ``geolocator.keras``, which holds the
+backbone), e.g. what ``pipelines.ingest_photos`` writes. lat/lng are not needed (photos to geolocate have none).
+A model whose backbone has random weights is refused unless ``--allow_random_backbone`` (then a warning every run).
 Output: ``OUTPUT/run_date=YYYY-MM-DD/`` with ``predictions-*.parquet`` (``schemas.PREDICTIONS``: one row per
-photo and method, with the location, score, top-k partitions and the model and partitions ids) and ``_SUCCESS``;
+photo and method, with the location, its nearest place (``country_code``, ``admin1``, ``place_name``, offline
+GeoNames via ``partition_gen.places``), score, top-k partitions and the model and partitions ids) and ``_SUCCESS``;
 dead letters go to the sibling tree ``OUTPUT.dead_letters/run_date=YYYY-MM-DD/`` (``--dead_letters``), so
 ``pandas.read_parquet``, ``pyarrow.dataset`` or a BigQuery external table over OUTPUT see predictions only. The
 job itself checks its accounting (rows in = photos predicted + dead letters, at least one row unless
@@ -54,6 +57,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, Predi
 
 from partition_gen.evaluation import default_method, parse_method, standard_methods
 from partition_gen.partitions import Partitions, check_model_matches, load_partitions
+from partition_gen.places import gazetteer
 from pipelines.common import (
     DEAD,
     ROWS_OUT,
@@ -202,10 +206,14 @@ def keyed_image_uris(batch: pa.RecordBatch) -> Iterable[tuple[str, str]]:
 
 
 class _DecodeImageFn(beam.DoFn):
-    """(photo_id, uri) -> (photo_id, float32 [299, 299, 3] in 0..255); unreadable files go to the dead letters."""
+    """(photo_id, uri) -> (photo_id, float32 [299, 299, 3] in 0..255); unreadable files go to the dead letters.
+
+    ``imagery.load_image`` is the one preprocessing of extract_features, locate and this job (EXIF
+    orientation, any mode to RGB, one Pillow resize, a pixel-count guard against decompression bombs).
+    """
 
     def process(self, element):
-        import tensorflow as tf
+        from imagery import ImageError, load_image
 
         photo_id, uri = element
         record = {c.PHOTO_ID: photo_id, c.IMAGE_URI: uri}
@@ -216,13 +224,11 @@ class _DecodeImageFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DEAD, dead_letter(JOB, Reason.MISSING_FILE, f"{uri}: {error}", record))
             return
         try:
-            image = tf.io.decode_image(data, channels=3, expand_animations=False)
-            image = tf.image.resize(tf.cast(image, tf.float32), (IMAGE_SIZE, IMAGE_SIZE))
-        except Exception as error:  # noqa: BLE001 - corrupt or non-image bytes
-            detail = f"{uri}: {str(error).splitlines()[0][:200]}"
-            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(JOB, Reason.UNREADABLE_IMAGE, detail, record))
+            image = load_image(data, IMAGE_SIZE)
+        except ImageError as error:
+            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(JOB, error.reason, f"{uri}: {error.detail}", record))
             return
-        yield photo_id, image.numpy()
+        yield photo_id, image
 
 
 class ReadPhotosToPredict(beam.PTransform):
@@ -305,6 +311,7 @@ class _CombineFn(beam.DoFn):
         self._set_names = parts.set_names
         self._methods = resolve_methods(self._spec, parts.set_names)
         self._combiners = {m.name: m.combiner(parts, self._top_k) for m in self._methods}
+        self._gazetteer = gazetteer()  # built once per worker (~2 s), then vectorised lookups per batch
 
     def process(self, batch):
         ids = [photo_id for photo_id, _ in batch]
@@ -327,6 +334,8 @@ class _CombineFn(beam.DoFn):
             combiner = self._combiners[method.name]
             pred = combiner.predict(probs)
             partitions_id = combiner.partitions.partitions_id
+            places = self._gazetteer.nearest(pred.lat, pred.lng)
+            place_names = places.names()
             for j, i in enumerate(kept):
                 valid = pred.topk_ids[j] >= 0
                 yield {
@@ -342,6 +351,9 @@ class _CombineFn(beam.DoFn):
                     c.MODEL_ID: model_ids[i],
                     c.PARTITIONS_ID: partitions_id,
                     c.RUN_DATE: self._run_date,
+                    c.COUNTRY_CODE: places.country_code[j],
+                    c.ADMIN1: places.admin1[j],
+                    c.PLACE_NAME: place_names[j],
                 }
 
 
@@ -487,6 +499,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--top_k", type=int, default=5, help="partitions kept per photo and method (default 5)")
     p.add_argument("--input_kind", choices=[FEATURES, IMAGES], default=None,
                    help="features or images (default: from the manifest's columns)")
+    p.add_argument("--allow_random_backbone", action="store_true",
+                   help="predict with a model whose backbone has random weights (tests only; warns every run)")
     return add_job_flags(p)
 
 
@@ -495,6 +509,11 @@ def launch(args: argparse.Namespace, options):
     run_date = args.run_date
     # Refuse mismatched artifacts here, at launch, with both sides named, before any worker starts.
     model = read_model_manifest(args.model)
+    from trainer.export import check_backbone
+
+    warning = check_backbone(model, args.model, args.allow_random_backbone)  # raises RandomBackboneError
+    if warning:
+        LOG.warning(warning)
     parts = load_partitions(args.partitions)
     check_model_matches(parts, model, args.model)
     resolve_methods(args.methods, parts.set_names)

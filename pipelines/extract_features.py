@@ -285,31 +285,39 @@ def build_pipeline(
     return "passthrough" if passthrough else "extract"
 
 
-def run(argv: Sequence[str] | None = None) -> common.JobSummary:
-    parser = Parser(prog="pipelines.extract_features", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--manifest", required=True, type=common.path_flag, help="CSV/Parquet file, glob or directory")
-    parser.add_argument("--output", required=True, type=common.path_flag, help="features artifact directory")
-    parser.add_argument("--dead_letters", default=None, type=common.path_flag, help="default: OUTPUT.dead_letters")
-    parser.add_argument(
+def parser() -> argparse.ArgumentParser:
+    """The job's flags, declared once: ``run`` parses argv with it, ``run_all`` fills it through ``job_args``."""
+    p = Parser(prog="pipelines.extract_features", description=__doc__.split("\n\n")[0])
+    p.add_argument("--manifest", required=True, type=common.path_flag, help="CSV/Parquet file, glob or directory")
+    p.add_argument("--output", required=True, type=common.path_flag, help="features artifact directory")
+    p.add_argument("--dead_letters", default=None, type=common.path_flag, help="default: OUTPUT.dead_letters")
+    p.add_argument(
         "--backbone", default=None, help="'inception_v3' (default) or a .keras model: 299x299x3 0..255 images -> vector"
     )
-    parser.add_argument(
+    p.add_argument(
         "--backbone_weights", default=None, help="PATH to weights, 'imagenet' or 'random' (tests); see trainer.backbone"
     )
     # Older name of --backbone PATH.keras (a saved backbone used as it is).
-    parser.add_argument("--backbone_model", default=None, help=argparse.SUPPRESS)
-    parser.add_argument(
+    p.add_argument("--backbone_model", default=None, help=argparse.SUPPRESS)
+    p.add_argument(
         "--no_require_location",
         action="store_true",
         help="photos to geolocate: lat/lng are not read, the features get null lat/lng (implied without lat/lng columns)",
     )
-    parser.add_argument("--embedding_dim", type=int, default=None, help="pass-through manifests: expected length")
-    parser.add_argument("--inference_batch", type=int, default=DEFAULT_INFERENCE_BATCH, help=f"images per backbone call (default {DEFAULT_INFERENCE_BATCH})")
-    args, options = common.parse_job_args(parser, argv)
+    p.add_argument("--embedding_dim", type=int, default=None, help="pass-through manifests: expected length")
+    p.add_argument("--inference_batch", type=int, default=DEFAULT_INFERENCE_BATCH,
+                   help=f"images per backbone call (default {DEFAULT_INFERENCE_BATCH})")
+    return common.add_job_flags(p)
+
+
+def launch(args: argparse.Namespace, options) -> common.JobSummary | None:
+    """Build and run the job from typed arguments (``parser()``'s flags) and ``PipelineOptions``."""
+    from schemas.cli import UsageError
+
     if args.backbone_model and args.backbone:
-        parser.error("give --backbone or --backbone_model, not both")
+        raise UsageError("--backbone_model: give --backbone or --backbone_model, not both")
     if args.backbone_model and args.backbone_weights:
-        parser.error("give --backbone_model or --backbone_weights, not both")
+        raise UsageError("--backbone_model: give --backbone_model or --backbone_weights, not both")
     backbone = args.backbone_model or args.backbone or "inception_v3"
     output = args.output.rstrip("/")
     features = common.StagedOutput(output)
@@ -319,8 +327,8 @@ def run(argv: Sequence[str] | None = None) -> common.JobSummary:
     schema = common.table_schema(args.manifest)
     if c.EMBEDDING not in schema.names:
         if backbone == "inception_v3" and args.backbone_weights is None:
-            parser.error(
-                "the manifest has no embeddings: give --backbone_weights PATH|imagenet|random "
+            raise UsageError(
+                f"--manifest {args.manifest} has no embeddings: give --backbone_weights PATH|imagenet|random "
                 "(or --backbone PATH.keras with its own weights)"
             )
         model_dir = f"{output}.model-{uuid.uuid4().hex[:12]}"
@@ -348,6 +356,13 @@ def run(argv: Sequence[str] | None = None) -> common.JobSummary:
     finally:
         if model_dir is not None and FileSystems.exists(model_dir):
             FileSystems.delete([model_dir])
+
+
+
+
+def run(argv: Sequence[str] | None = None) -> common.JobSummary | None:
+    args, options = common.parse_job_args(parser(), argv)
+    return launch(args, options)
 
 
 if __name__ == "__main__":

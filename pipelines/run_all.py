@@ -3,8 +3,15 @@
     python -m pipelines.run_all --train TRAIN.parquet --test TEST.parquet --workdir DIR [--config FILE]
 
 TRAIN and TEST are Parquet files (or globs/directories) with ``photo_id`` (string), ``lat``, ``lng`` (double)
-and ``embedding`` (list of float), e.g. features written by ``pipelines.extract_features``. The stages, each
-writing one artifact under DIR (docs/ARTIFACTS.md), so any stage can be rerun alone:
+and ``embedding`` (list of float), e.g. features written by ``pipelines.extract_features``; or image manifests
+(``photo_id, lat, lng, image_uri``, what ``pipelines.ingest_photos`` writes in ``OUT/manifest``, CSV or
+Parquet). From image manifests the backbone (``--backbone inception_v3|PATH.keras``, ``--backbone_weights
+FILE|imagenet|random``; a weights choice is required for Inception v3) is built once into ``DIR/backbone/``
+and ``pipelines.extract_features`` runs first (``DIR/features/train``, ``DIR/features/test``); the exported
+model's geolocator holds that very backbone and its manifest records it. So photos -> locations is
+``ingest_photos`` + ``run_all`` + ``locate``. With ``random`` weights (tests only) the predictions stage is
+told ``--allow_random_backbone`` and says so. The stages, each writing one artifact under DIR
+(docs/ARTIFACTS.md), so any stage can be rerun alone:
 
 1. ``bucket/``      ``pipelines.bucket_cells``: level-14 S2 cell per photo, per-cell sums (Beam)
 2. ``sets/``        ``pipelines.generate_geoclass_sets``: sets 1-2 (fixed), further sampled sets, PlaNet (Beam)
@@ -41,6 +48,8 @@ from schemas import io as artifact_io
 from schemas.cli import Parser, UsageError, nearest_flag
 
 LOG = logging.getLogger("cplanet.run_all")
+BACKBONE_FILE = "backbone.keras"
+BACKBONE_RECORD_FILE = "backbone.json"
 
 
 @dataclasses.dataclass
@@ -143,29 +152,90 @@ class Stages:
         LOG.info("[%d/%d] %s done in %.1f s", self.done, self.total, name, self.seconds[name])
 
 
+def is_image_manifest(path: str) -> bool:
+    """An image manifest (``image_uri``, no ``embedding``) rather than features."""
+    from pipelines.common import table_schema
+
+    names = table_schema(path).names
+    return c.IMAGE_URI in names and c.EMBEDDING not in names
+
+
+def build_backbone_artifact(directory: str, backbone: str, weights: str | None) -> None:
+    """``backbone.keras`` (the model extract_features and the geolocator both use) and ``backbone.json``.
+
+    Built once, so the features the heads train on and the exported geolocator come from the same weights
+    even when they are ``random``.
+    """
+    from trainer.backbone import load_backbone
+
+    model, info = load_backbone(backbone, weights)
+    staging = artifact_io.staging_path(directory)
+    model.save(os.path.join(staging, BACKBONE_FILE))
+    with open(os.path.join(staging, BACKBONE_RECORD_FILE), "w") as f:
+        json.dump(info, f, indent=2)
+    artifact_io.replace_directory_atomic(staging, directory)
+
+
 def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args: Sequence[str] = (),
-              resume: bool = False) -> dict:
+              resume: bool = False, backbone: str = "inception_v3", backbone_weights: str | None = None) -> dict:
     """Run every stage; returns the evaluation report (also written to ``workdir/evaluation.json``)."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from partition_gen import partitions as partitions_lib
-    from pipelines import batch_predict, bucket_cells, evaluate, generate_geoclass_sets, make_examples
+    from pipelines import (
+        batch_predict,
+        bucket_cells,
+        evaluate,
+        extract_features,
+        generate_geoclass_sets,
+        make_examples,
+    )
     from pipelines.options import job_args, offline_pipeline_args
     from trainer import export as trainer_export
     from trainer import hparams
     from trainer import train as trainer_train
-    from trainer.backbone import FEATURE_DIM
 
     workdir, train, test = artifacts.absolute(workdir), artifacts.absolute(train), artifacts.absolute(test)
     if not artifacts.is_remote(workdir):
         os.makedirs(workdir, exist_ok=True)
+    # Every Beam stage gets the same PipelineOptions (runner flags given to run_all) and typed job arguments.
+    options = PipelineOptions(offline_pipeline_args(list(beam_args)))
+    images = {name: is_image_manifest(path) for name, path in (("train", train), ("test", test))}
+    backbone_dir = artifacts.join(workdir, "backbone")
+    extraction = Stages(workdir, resume, total=sum(images.values()) + 1) if any(images.values()) else None
+    if extraction is not None:
+        if backbone == "inception_v3" and backbone_weights is None:
+            raise UsageError(
+                "run_all: --train/--test are image manifests, so features are extracted first: choose the backbone's "
+                "weights with --backbone_weights FILE|imagenet|random (see README: Inception v3 weights offline)"
+            )
+        if images["test"]:
+            from pipelines.common import table_schema
+
+            if not {c.LAT, c.LNG} <= set(table_schema(test).names):
+                raise UsageError(f"run_all: --test {test} has no {c.LAT}/{c.LNG}: the evaluation needs true locations")
+        with local_mirror(backbone_dir, write_back=True) as local_backbone:
+            extraction.run("build the backbone", backbone_dir,
+                           lambda: build_backbone_artifact(local_backbone, backbone, backbone_weights))
+        for name in ("train", "test"):
+            if images[name]:
+                features = artifacts.join(workdir, "features", name)
+                source = train if name == "train" else test
+                extraction.run(f"extract {name} features", features, lambda s=source, f=features: extract_features.launch(
+                    job_args(extract_features.parser(), manifest=s, output=f,
+                             backbone=artifacts.join(backbone_dir, BACKBONE_FILE)), options))
+                if name == "train":
+                    train = features
+                else:
+                    test = features
     n_train = count_rows(train)
     if n_train == 0:
         from schemas import SchemaError
 
         raise SchemaError(f"--train {train}: no rows; give a table of training photos with embeddings")
     config = scaled_defaults(config, n_train)
-    record = {"train": train, "test": test, "n_train_rows": n_train, **dataclasses.asdict(config)}
+    record = {"train": train, "test": test, "n_train_rows": n_train, "backbone": backbone,
+              "backbone_weights": backbone_weights, **dataclasses.asdict(config)}
     record_path = artifacts.join(workdir, "run_config.json")
     if artifacts.exists(record_path):
         previous = artifacts.read_json(record_path)
@@ -184,8 +254,6 @@ def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args:
 
     path = {name: artifacts.join(workdir, name) for name in
             ("bucket", "sets", "examples", "train", "model", "partitions", "predictions")}
-    # Every Beam stage gets the same PipelineOptions (runner flags given to run_all) and typed job arguments.
-    options = PipelineOptions(offline_pipeline_args(list(beam_args)))
     stages = Stages(workdir, resume, total=7)
     cells, photos = artifacts.join(path["bucket"], "cells"), artifacts.join(path["bucket"], "photos")
 
@@ -212,10 +280,26 @@ def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args:
         with local_mirror(path["examples"]) as examples, local_mirror(path["sets"]) as sets, \
                 local_mirror(path["train"], write_back=True) as job_dir:
             result = trainer_train.train(examples, sets, job_dir, params)
-        # The image geolocator stacks the heads on Inception v3, so it exists only for 2048-d features.
+        export = {"with_geolocator": False}
+        if extraction is not None:
+            # The very backbone the features came from, recorded as what it is (e.g. inception_v3, random).
+            with local_mirror(backbone_dir) as local_backbone:
+                with open(os.path.join(local_backbone, BACKBONE_RECORD_FILE)) as handle:
+                    backbone_info = json.load(handle)
+                # The saved .keras carries its weights; the record says what they are (checked by checksum).
+                export = {"with_geolocator": True, "backbone": os.path.join(local_backbone, BACKBONE_FILE),
+                          "backbone_record": backbone_info}
+                trainer_export.export_model(result.model, path["model"], sets_binding,
+                                            trained_checksum=result.binding.checksum, **export)
+            return
+        if backbone_weights is not None or backbone != "inception_v3":
+            # Embeddings given with a named backbone: the user says they came from it.
+            export = {"with_geolocator": True, "backbone": backbone, "backbone_weights": backbone_weights}
+        else:
+            # Embeddings of unrecorded origin: a geolocator on a guessed (random) backbone would be a lie.
+            LOG.info("no --backbone_weights: exporting the features model only (no image geolocator)")
         trainer_export.export_model(result.model, path["model"], sets_binding,
-                                    with_geolocator=embedding_dim(train) == FEATURE_DIM,
-                                    trained_checksum=result.binding.checksum)
+                                    trained_checksum=result.binding.checksum, **export)
 
     sets_binding = artifacts.read_json(artifacts.join(path["sets"], "sets.json"))
     stages.run("train the heads and export the model", path["model"], train_and_export)
@@ -228,10 +312,13 @@ def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args:
     stages.run("build combinatorial partitions", path["partitions"], build_partitions)
 
     run_date = "1970-01-01"  # evaluation runs are not nightly runs; a fixed date makes reruns replace them
+    # Random weights were asked for by name (tests): the predictions may use them, and say so.
+    random_flag = ["--allow_random_backbone"] if backbone_weights == "random" else []
     predictions = batch_predict.run_output_dir(path["predictions"], run_date)
     stages.run("predict the test photos", predictions, lambda: batch_predict.launch(
         job_args(batch_predict.parser(), manifest=test, model=path["model"], partitions=path["partitions"],
-                 output=path["predictions"], run_date=run_date, methods=config.methods, top_k=config.top_k),
+                 output=path["predictions"], run_date=run_date, methods=config.methods, top_k=config.top_k,
+                 allow_random_backbone=bool(random_flag)),
         options))
 
     report: dict = {}
@@ -305,11 +392,16 @@ def configure_logging() -> None:
 def parser() -> argparse.ArgumentParser:
     p = Parser(prog="pipelines.run_all", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train", required=True, help=f"training photos: Parquet with {c.PHOTO_ID}, {c.LAT}, "
-                   f"{c.LNG}, {c.EMBEDDING}")
-    p.add_argument("--test", required=True, help="test photos, same columns")
+                   f"{c.LNG}, {c.EMBEDDING}; or an image manifest ({c.IMAGE_URI}), e.g. from ingest_photos")
+    p.add_argument("--test", required=True, help="test photos, same columns (with lat/lng: the truth)")
     p.add_argument("--workdir", required=True, help="every artifact and evaluation.json go here (local or gs://)")
     p.add_argument("--config", default=None, help="JSON or YAML file with RunConfig overrides")
     p.add_argument("--resume", action="store_true", help="skip stages whose artifact is complete")
+    p.add_argument("--backbone", default="inception_v3",
+                   help="for image manifests: inception_v3 (the paper's, default) or a .keras image encoder")
+    p.add_argument("--backbone_weights", default=None,
+                   help="the backbone's weights: a local file, 'imagenet' or 'random' (tests only); required "
+                   "for inception_v3 image manifests; with embeddings: names their backbone for the geolocator")
     return p
 
 
@@ -322,7 +414,8 @@ def run(argv: Sequence[str] | None = None) -> dict:
     # --confg stops here with status 2 instead of silently training with the defaults.
     check_flags(p, beam_args)
     configure_logging()
-    return run_chain(args.train, args.test, args.workdir, RunConfig.from_file(args.config), beam_args, args.resume)
+    return run_chain(args.train, args.test, args.workdir, RunConfig.from_file(args.config), beam_args, args.resume,
+                     backbone=args.backbone, backbone_weights=args.backbone_weights)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,10 @@ TOPK_LNG = "topk_lng"
 MODEL_ID = "model_id"
 PARTITIONS_ID = "partitions_id"
 RUN_DATE = "run_date"
+# The nearest GeoNames place of a predicted location (partition_gen.places).
+COUNTRY_CODE = "country_code"
+ADMIN1 = "admin1"
+PLACE_NAME = "place_name"
 
 SPLIT = "split"
 

@@ -113,6 +113,10 @@ PREDICTIONS = pa.schema(
         pa.field(c.MODEL_ID, pa.string()),
         pa.field(c.PARTITIONS_ID, pa.string()),
         pa.field(c.RUN_DATE, pa.string()),
+        # The nearest place of (lat, lng): ISO country code, first-level region, "City, Region, Country".
+        pa.field(c.COUNTRY_CODE, pa.string()),
+        pa.field(c.ADMIN1, pa.string()),
+        pa.field(c.PLACE_NAME, pa.string()),
     ]
 )
 

@@ -99,6 +99,15 @@ def test_rerun_of_a_date_replaces_its_output_and_bad_rows_are_dead_letters(artif
     assert dead == {("photo-nan", Reason.NAN_EMBEDDING), ("photo-short", Reason.BAD_EMBEDDING_LENGTH),
                     ("photo-0", Reason.DUPLICATE_PHOTO_ID), ("", Reason.MISSING_PHOTO_ID)}
 
+    # Every row carries the nearest GeoNames place of its location.
+    from partition_gen.places import nearest_places
+
+    places = nearest_places([r[c.LAT] for r in rows], [r[c.LNG] for r in rows])
+    assert [r[c.PLACE_NAME] for r in rows] == places.names() and all(r[c.PLACE_NAME] for r in rows)
+    assert [r[c.COUNTRY_CODE] for r in rows] == list(places.country_code)
+    assert [r[c.ADMIN1] for r in rows] == list(places.admin1)
+    assert {c.COUNTRY_CODE, c.ADMIN1, c.PLACE_NAME} <= set(table.column_names)
+
     # Every row equals the combiner applied directly to the model's probabilities.
     outputs = model.predict(embeddings, verbose=0)
     by_key = {(r[c.PHOTO_ID], r[c.METHOD]): r for r in rows}
@@ -161,10 +170,12 @@ def test_image_manifest_with_default_method_and_evaluation(artifacts, tmp_path):
     rows = read_table(str(run_dir)).to_pylist()
     assert {(r[c.PHOTO_ID], r[c.METHOD]) for r in rows} == {("a", "CPlaNet[1-3]"), ("b", "CPlaNet[1-3]")}
     dead = {(r[c.PHOTO_ID], r[c.REASON]) for r in read_table(f"{out}.dead_letters/run_date=2024-06-02").to_pylist()}
-    assert dead == {("c", Reason.UNREADABLE_IMAGE), ("d", Reason.MISSING_FILE)}
+    assert dead == {("c", Reason.NOT_AN_IMAGE), ("d", Reason.MISSING_FILE)}
 
-    # The same photos through Keras directly: resized like the job, then the combiner.
-    batch = np.stack([tf.image.resize(tf.cast(p, tf.float32), (299, 299)).numpy() for p in pixels])
+    # The same photos through Keras directly: decoded by imagery.load_image like the job, then the combiner.
+    from imagery import load_image
+
+    batch = np.stack([load_image((tmp_path / f"ok{i}.png").read_bytes()) for i in range(2)])
     probs = geolocator.predict(batch, verbose=0)
     pred = Method("CPlaNet[1-3]", parts.set_names).combiner(parts).predict(probs)
     by_id = {r[c.PHOTO_ID]: r for r in rows}
@@ -208,3 +219,26 @@ def test_an_all_bad_night_fails_and_leaves_the_previous_output_of_its_date(artif
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
     summary = batch_predict.run(["--manifest", str(empty), "--allow_empty"] + common)
     assert (summary.rows_in, summary.rows_out) == (0, 0)
+
+
+def test_a_model_with_a_random_backbone_is_refused_unless_allowed(artifacts, tmp_path, caplog):
+    from trainer.export import RandomBackboneError
+
+    root, parts, _ = artifacts
+    model_dir = tmp_path / "model"
+    make_model(str(model_dir), parts.set_names, parts.n_classes, "sets-T")
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    manifest["backbone"] = {"backbone": "inception_v3", "weights": "random", "weights_sha256": "0" * 64,
+                            "feature_dim": DIM}
+    (model_dir / "manifest.json").write_text(json.dumps(manifest))
+    write_marker(str(model_dir))  # a complete model that says its backbone is random
+    write_manifest(tmp_path / "m.parquet", 3, seed=3)
+    args = ["--manifest", str(tmp_path / "m.parquet"), "--model", str(model_dir), "--partitions",
+            str(root / "partitions"), "--output", str(tmp_path / "out"), "--run_date", "2024-06-03"] + RUNNER
+    with pytest.raises(RandomBackboneError, match="random weights.*--allow_random_backbone"):
+        batch_predict.run(args)
+    assert not (tmp_path / "out").exists()
+    caplog.set_level("WARNING")
+    summary = batch_predict.run(args + ["--allow_random_backbone"])
+    assert summary.rows_out == 3
+    assert sum("random weights" in r.getMessage() for r in caplog.records) == 1

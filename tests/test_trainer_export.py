@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from trainer import export, inputs
-from trainer.backbone import FEATURE_DIM, IMAGE_SIZE, build_backbone
+from trainer.backbone import FEATURE_DIM, IMAGE_SIZE, build_backbone, weights_checksum
 from trainer.model import build_model
 
 CHECKSUM = "c" * 64
@@ -134,7 +134,12 @@ def test_geolocator_equals_backbone_features_through_the_features_model(tmp_path
         )
     model_dir = str(tmp_path / "model")
     manifest = export.export_model(heads, model_dir, sets, backbone_weights=weights)
-    assert manifest["backbone_weights"] == os.path.basename(weights)
+    # The manifest names the backbone, the weights file and the checksum of the weights the geolocator holds.
+    assert manifest["backbone"]["backbone"] == "inception_v3"
+    assert manifest["backbone"]["weights"] == os.path.basename(weights)
+    assert manifest["backbone"]["feature_dim"] == FEATURE_DIM
+    assert manifest["backbone"]["weights_sha256"] == weights_checksum(build_backbone(weights))
+    assert export.check_backbone(manifest, model_dir, allow_random=False) is None
 
     geolocator = export.load_geolocator(model_dir, sets)
     features_model = export.load_features_model(model_dir, sets)
@@ -179,3 +184,34 @@ def test_export_cli_exports_the_newest_checkpoint_of_a_job_dir_and_checks_its_se
         export.run(
             ["--job_dir", job, "--sets", other, "--export_dir", str(tmp_path / "m2"), "--no_geolocator"]
         )
+
+
+def test_a_geolocator_needs_chosen_weights_and_random_ones_are_refused_downstream(tmp_path, backbone_path):
+    n_classes = {"set1": 3}
+    sets = str(tmp_path / "sets")
+    inputs.write_sets_json(sets, n_classes, CHECKSUM)
+    heads = _trained_heads(FEATURE_DIM, n_classes)
+    with pytest.raises(ValueError, match="no backbone weights chosen"):
+        export.export_model(heads, str(tmp_path / "none"), sets)
+    assert not os.path.exists(tmp_path / "none")
+
+    # A .keras backbone (the session's random Inception saved as a file) carries its own weights.
+    manifest = export.export_model(heads, str(tmp_path / "file"), sets, backbone=str(backbone_path))
+    assert manifest["backbone"]["backbone"] == os.path.basename(backbone_path)
+    assert manifest["backbone"]["weights"] == os.path.basename(backbone_path)
+    assert export.check_backbone(manifest, "m", allow_random=False) is None
+    # Features model only, no backbone named: the features' origin is not recorded, nothing to refuse.
+    manifest = export.export_model(heads, str(tmp_path / "heads"), sets, with_geolocator=False)
+    assert manifest["backbone"] is None and export.check_backbone(manifest, "m", allow_random=False) is None
+
+    manifest = export.export_model(heads, str(tmp_path / "random"), sets, backbone=str(backbone_path),
+                                   backbone_weights="random")
+    assert manifest["backbone"]["weights"] == "random"
+    with pytest.raises(export.RandomBackboneError, match="random weights") as refused:
+        export.check_backbone(manifest, str(tmp_path / "random"), allow_random=False)
+    assert "\n" not in str(refused.value) and "--allow_random_backbone" in str(refused.value)
+    warning = export.check_backbone(manifest, str(tmp_path / "random"), allow_random=True)
+    assert warning.startswith("WARNING:") and "\n" not in warning
+    # A manifest from before backbones were recorded, with a geolocator on no weights file: random too.
+    assert export.has_random_backbone({"backbone_weights": None})
+    assert not export.has_random_backbone({"backbone_weights": "inception_v3_notop.weights.h5"})

@@ -9,7 +9,8 @@ last checkpoint when started again on the same ``--job_dir``; writes TensorBoard
 Run locally::
 
     python -m trainer.train --examples out/examples --sets out/geoclass_sets --job_dir out/job \\
-        --epochs 5 [--config trainer.yaml] [--steps_per_epoch 1000] [--batch_size 256] [--export_dir out/model]
+        --epochs 5 [--config trainer.yaml] [--steps_per_epoch 1000] [--batch_size 256] [--export_dir out/model \\
+        --backbone_weights inception_v3_notop.weights.h5 [--backbone inception_v3|PATH.keras] | --no_geolocator]
 
 Hyperparameters (``trainer.hparams.HParams``) come from defaults, then ``--config``, then flags. A killed run
 is resumed by running the same command again: it continues after the last finished epoch and, with the same
@@ -326,9 +327,10 @@ def run(argv: Sequence[str] | None = None) -> TrainResult:
     parser.add_argument(
         "--export_dir", default=None, help="also export the model artifact here after training"
     )
-    parser.add_argument(
-        "--backbone_weights", default=None, help="Inception v3 weights for the exported geolocator"
-    )
+    from trainer.export import DEFAULT_BACKBONE, add_backbone_flags
+
+    # The backbone the examples' features come from: built into the exported geolocator, recorded in its manifest.
+    add_backbone_flags(parser)
     parser.add_argument("--no_geolocator", action="store_true", help="export the features model only")
     hp.add_flags(parser)
     args, unknown = parser.parse_known_args(argv)
@@ -336,15 +338,21 @@ def run(argv: Sequence[str] | None = None) -> TrainResult:
         parser.error(f"unknown arguments: {' '.join(unknown)}")
     params = hp.from_args(args)
     if args.export_dir and not args.no_geolocator:
-        from trainer.backbone import FEATURE_DIM
-
-        dim = inputs.read_examples_info(args.examples).embedding_dim
-        if dim != FEATURE_DIM:
-            # Found out now rather than after the last epoch.
+        # Found out now rather than after the last epoch.
+        if args.backbone == DEFAULT_BACKBONE and args.backbone_weights is None:
             parser.error(
-                f"--export_dir with a geolocator needs {FEATURE_DIM}-d Inception features, but {args.examples} "
-                f"holds {dim}-d embeddings; add --no_geolocator to export the features model only"
+                "--export_dir with a geolocator needs the backbone's weights: --backbone_weights FILE, imagenet "
+                "or random (tests only); or add --no_geolocator to export the features model only"
             )
+        if args.backbone == DEFAULT_BACKBONE:
+            from trainer.backbone import FEATURE_DIM
+
+            dim = inputs.read_examples_info(args.examples).embedding_dim
+            if dim != FEATURE_DIM:
+                parser.error(
+                    f"--export_dir with a geolocator needs {FEATURE_DIM}-d Inception features, but {args.examples} "
+                    f"holds {dim}-d embeddings; add --no_geolocator to export the features model only"
+                )
     result = train(args.examples, args.sets, args.job_dir, params)
     if args.export_dir:
         from trainer.export import export_model
@@ -356,6 +364,7 @@ def run(argv: Sequence[str] | None = None) -> TrainResult:
             backbone_weights=args.backbone_weights,
             with_geolocator=not args.no_geolocator,
             trained_checksum=result.binding.checksum,
+            backbone=args.backbone,
         )
     return result
 
