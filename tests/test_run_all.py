@@ -8,9 +8,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+import sampledata as sample_data
 from partition_gen.geo import haversine_km
 from partition_gen.retrieval import prior_only_baseline
-from pipelines import run_all, sample_data
+from pipelines import run_all
 from schemas import columns as c
 
 THRESHOLDS = [1, 5, 10, 25, 50, 100, 200, 750, 2500]
@@ -19,7 +20,7 @@ THRESHOLDS = [1, 5, 10, 25, 50, 100, 200, 750, 2500]
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     root = tmp_path_factory.mktemp("run_all")
-    paths = sample_data.make_sample(root / "sample", n_train=3000, seed=7, dim=32, test_sets=("yfcc4k",), plot=False)
+    paths = sample_data.make_sample(root / "sample", n_train=3000, seed=7, model=sample_data.FeatureModel(dim=32), test_sets=("yfcc4k",), plot=False)
     # A test file of our own: 400 of the YFCC4k photos, so nothing here is the bundled demo input.
     test = pq.read_table(paths["test_yfcc4k"])
     pick = np.random.default_rng(3).choice(test.num_rows, 400, replace=False)
