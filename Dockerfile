@@ -17,6 +17,7 @@ COPY schemas ./schemas
 COPY partition_gen ./partition_gen
 COPY pipelines ./pipelines
 COPY trainer ./trainer
+COPY sampledata ./sampledata
 RUN pip install --no-cache-dir --no-deps . \
     && python -c "import apache_beam, tensorflow, keras, s2sphere, pipelines.bucket_cells; print('beam', apache_beam.__version__)"
 
