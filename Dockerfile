@@ -18,6 +18,7 @@ COPY partition_gen ./partition_gen
 COPY pipelines ./pipelines
 COPY trainer ./trainer
 COPY imagery ./imagery
+COPY sampledata ./sampledata
 RUN pip install --no-cache-dir --no-deps . \
     && python -c "import apache_beam, tensorflow, keras, s2sphere, pipelines.bucket_cells, imagery, pillow_heif, exifread; print('beam', apache_beam.__version__)"
 

@@ -1,6 +1,6 @@
 """Accuracy benchmark: the paper's Tables 2 and 3 on real test locations, plus baselines and stage throughput.
 
-1. Simulated features (``pipelines.sample_data``; model fixed before any training, see its docstring):
+1. Simulated features (``sampledata``; model fixed before any training, see its docstring):
    training photos at MP-16 locations, test photos at the real Im2GPS3k and YFCC4k coordinates. The whole
    chain (``pipelines.run_all``) runs once; YFCC4k is predicted with the same model and partitions.
    Beside it, the kNN-retrieval baseline on the same features (the paper's Deep-Ret).
@@ -23,11 +23,12 @@ import time
 
 import numpy as np
 
+import sampledata as sample_data
 from benchmarks.results import record
 from partition_gen.evaluation import THRESHOLDS_KM, accuracy_at, accuracy_dict, to_markdown
 from partition_gen.geo import haversine_km
 from partition_gen.retrieval import knn_predict, prior_only_baseline
-from pipelines import batch_predict, evaluate, run_all, sample_data
+from pipelines import batch_predict, evaluate, run_all
 from schemas import columns as c
 from schemas import io as artifact_io
 

@@ -29,7 +29,7 @@ from benchmarks.results import record
 from partition_gen.geo import latlng_to_xyz
 from partition_gen.s2cells import latlng_to_cell_ids
 from pipelines import bucket_cells, common
-from pipelines.data_paths import mp16_coordinates
+from sampledata.paths import mp16_coordinates
 from schemas import columns as c
 from schemas.io import SUCCESS_MARKER
 

@@ -46,7 +46,7 @@ def node_positions(rng: np.random.Generator, n: int) -> np.ndarray:
     try:
         import pandas as pd
 
-        from pipelines.data_paths import mp16_coordinates
+        from sampledata.paths import mp16_coordinates
 
         coords = pd.read_csv(mp16_coordinates())
         lat, lng = coords["LAT"].to_numpy(), coords["LON"].to_numpy()

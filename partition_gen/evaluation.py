@@ -22,10 +22,11 @@ import numpy as np
 
 from partition_gen.combine import NORMALIZED_SUM, SIMPLE_SUM, Method
 from partition_gen.geo import haversine_km
+from partition_gen.naming import PLANET as PLANET_SET
+from partition_gen.naming import PLANET_DISPLAY
+from partition_gen.naming import display_name as display_set_name
 
 THRESHOLDS_KM = (1, 5, 10, 25, 50, 100, 200, 750, 2500)
-PLANET_SET = "planet"
-PLANET_DISPLAY = "PlaNet"
 _MERGED = re.compile(r"^set(\d+)$")
 _RULE_PREFIX = {NORMALIZED_SUM: "CPlaNet", SIMPLE_SUM: "SimpleSum"}
 _PREFIX_RULE = {v: k for k, v in _RULE_PREFIX.items()}
@@ -33,14 +34,6 @@ _COMBINED = re.compile(r"^(CPlaNet|SimpleSum|Average)\[(.+)\]$")
 
 
 # ------------------------------------------------------------------------------------------------ naming
-
-
-def display_set_name(set_name: str) -> str:
-    """``set3`` -> "ClassSet 3", ``planet`` -> "PlaNet"; other names are shown as they are."""
-    match = _MERGED.match(set_name)
-    if match:
-        return f"ClassSet {int(match.group(1))}"
-    return PLANET_DISPLAY if set_name == PLANET_SET else set_name
 
 
 def _set_label(set_names: Sequence[str]) -> str:

@@ -113,8 +113,8 @@ def plot_progressive_map(
 ) -> list[Step]:
     """Write the Figure-4 PNG to ``path`` and return the steps it shows."""
     from partition_gen import maps
-    from partition_gen.evaluation import display_set_name
     from partition_gen.geo import haversine_km
+    from partition_gen.naming import display_name as display_set_name
 
     plt = maps._pyplot()
     steps = progressive_steps(partitions, probabilities, true_lat, true_lng, set_order)

@@ -49,15 +49,6 @@ CLASSES = "classes.parquet"
 MAPS_DIR = "maps"
 
 
-def display_name(set_name: str) -> str:
-    """'ClassSet i' for merged sets ``seti``, 'PlaNet' for the PlaNet set (names used in reports)."""
-    if set_name == "planet":
-        return "PlaNet"
-    if set_name.startswith("set") and set_name[3:].isdigit():
-        return f"ClassSet {int(set_name[3:])}"
-    return set_name
-
-
 @dataclass
 class GeoclassSets:
     """Several geoclass sets over the same nodes (non-empty cells in ascending ``cell_id`` order)."""

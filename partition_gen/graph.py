@@ -33,6 +33,7 @@ from scipy.spatial import ConvexHull, QhullError, cKDTree
 from scipy.spatial import _qhull as _scipy_qhull
 
 from partition_gen import s2cells
+from partition_gen.cells import cells_table_from_points  # noqa: F401  (its home is partition_gen.cells)
 from schemas import columns as c
 from schemas.tables import SchemaError, validate_cells
 
@@ -435,39 +436,3 @@ def feature_matrix(column: pa.ChunkedArray) -> np.ndarray:
         )
     dim = int(lengths[0]) if lengths.size else 0
     return arr.flatten().to_numpy(zero_copy_only=False).astype(np.float64, copy=False).reshape(len(arr), dim)
-
-
-def cells_table_from_points(lat, lng, features=None, *, level: int = 14) -> pa.Table:
-    """A ``schemas.CELLS`` table from photo locations (and optional per-photo features).
-
-    The in-memory twin of the bucketing job, for tests, benchmarks and small local runs.
-    """
-    from partition_gen.geo import latlng_to_xyz
-    from schemas.tables import CELLS
-
-    ids = s2cells.latlng_to_cell_ids(lat, lng, level)
-    cells, inverse = np.unique(ids, return_inverse=True)
-    xyz = latlng_to_xyz(lat, lng)
-    sums = [np.bincount(inverse, weights=xyz[:, k], minlength=cells.size) for k in range(3)]
-    counts = np.bincount(inverse, minlength=cells.size)
-    if features is None:
-        feature_sum = np.zeros((cells.size, 0))
-    else:
-        features = np.asarray(features, dtype=np.float64)
-        feature_sum = np.zeros((cells.size, features.shape[1]))
-        np.add.at(feature_sum, inverse, features)
-    dim = feature_sum.shape[1]
-    flat = pa.array(feature_sum.ravel(), type=pa.float64())
-    offsets = pa.array(np.arange(cells.size + 1, dtype=np.int32) * dim, type=pa.int32())
-    return pa.Table.from_arrays(
-        [
-            pa.array(cells, type=pa.uint64()),
-            pa.array(np.full(cells.size, level, dtype=np.int8), type=pa.int8()),
-            pa.array(counts.astype(np.int64)),
-            pa.array(sums[0]),
-            pa.array(sums[1]),
-            pa.array(sums[2]),
-            pa.ListArray.from_arrays(offsets, flat),
-        ],
-        schema=CELLS,
-    )

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from partition_gen.geo import latlng_to_xyz, xyz_to_latlng
+from partition_gen.naming import PLANET, display_name
 from partition_gen.params import GeoclassSetSpec
 
 MAX_DRAWN_NODES = 300_000
@@ -466,10 +467,8 @@ def _mostly(weights: Sequence[float], names: Sequence[str]) -> str:
 def map_title(spec: GeoclassSetSpec, n_classes: int) -> str:
     """The set in words, e.g. "ClassSet 4: 4,541 classes; node score mostly by photo count; edges mostly by
     visual distance (1,300 of the feature dimensions)"."""
-    from partition_gen.geoclass_sets import display_name
-
     head = f"{display_name(spec.name)}: {n_classes:,} classes"
-    if spec.kind == "planet":
+    if spec.kind == PLANET:
         return f"{head}; S2 cells split above {spec.t_max:,} photos, dropped below {spec.t_min:,} (PlaNet)"
     score = _mostly(spec.alpha, ("photo count", "occupied area", "territory area"))
     edges = _mostly(spec.beta, ("visual distance", "geographic distance"))

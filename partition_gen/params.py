@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from partition_gen.naming import PLANET
+
 MERGE = "merge"
-PLANET = "planet"
-PLANET_NAME = "planet"
 KINDS = (MERGE, PLANET)
 
 
@@ -171,7 +171,7 @@ def default_specs(
     specs = fixed_specs(n_classes)
     specs += [sample_spec(3 + i, seed, embedding_dim, class_range) for i in range(n_sampled)]
     if planet is not None:
-        specs.append(GeoclassSetSpec(PLANET_NAME, PLANET, t_min=int(planet[0]), t_max=int(planet[1])))
+        specs.append(GeoclassSetSpec(PLANET, PLANET, t_min=int(planet[0]), t_max=int(planet[1])))
     return specs
 
 

@@ -1,7 +1,7 @@
 """`make demo`: the whole chain on the bundled sample, with the DirectRunner, in a few minutes.
 
 Builds a sample of training photos at real MP-16 locations with simulated visual features and the real
-Im2GPS3k test coordinates (``pipelines.sample_data``; the feature model is documented there and in the
+Im2GPS3k test coordinates (``sampledata``; the feature model is documented there and in the
 README), then runs ``pipelines.run_all``: bucket -> geoclass sets -> examples -> train -> partitions ->
 batch predict -> evaluate, and prints the accuracy table and where the maps and plots are.
 
@@ -82,7 +82,8 @@ def run(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--n_train", type=int, default=DEFAULT_N_TRAIN,
                         help=f"simulated training photos (default {DEFAULT_N_TRAIN:,})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample and of every stage (default 0)")
-    from pipelines import run_all, sample_data
+    import sampledata as sample_data
+    from pipelines import run_all
 
     parser.add_argument("--test_set", default="im2gps3k", choices=sample_data.TEST_SETS,
                         help="test locations (default im2gps3k)")

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from partition_gen import s2cells
 from pipelines import common
 from schemas import Reason, SchemaError, check_columns
 from schemas import columns as c
@@ -93,12 +94,6 @@ def read_assignments(info: SetsInfo) -> tuple[np.ndarray, np.ndarray]:
     )
     order = np.argsort(cells, kind="stable")
     return cells[order], labels[order]
-
-
-def cell_level(cell_id: int) -> int:
-    """S2 level of a cell id: 30 minus half the position of its lowest set bit."""
-    cell_id = int(cell_id)
-    return 30 - ((cell_id & -cell_id).bit_length() - 1) // 2
 
 
 def eval_mask(photo_ids: Sequence[str], eval_fraction: float) -> np.ndarray:
@@ -178,7 +173,7 @@ def check_level(photos: str, info: SetsInfo) -> None:
     first = common.list_table_files(photos)[0]
     unit = (0, first, 0 if first.endswith(".parquet") else None, 0)
     for batch in common.read_unit_batches(unit, [c.CELL_ID]):
-        level = cell_level(batch.column(c.CELL_ID)[0].as_py())
+        level = int(s2cells.cell_levels(batch.column(c.CELL_ID).to_numpy(zero_copy_only=False)[:1])[0])
         if level != info.level:
             raise SchemaError(
                 f"photos {photos} are bucketed at S2 level {level} but geoclass sets {info.path} have level {info.level}"

@@ -10,7 +10,7 @@ import pytest
 import s2sphere
 
 from pipelines import bucket_cells, common
-from pipelines.data_paths import mp16_coordinates
+from sampledata.paths import mp16_coordinates
 from schemas import CELLS, PHOTOS_WITH_CELL, check_columns
 from schemas import columns as c
 from schemas.io import SUCCESS_MARKER, read_table

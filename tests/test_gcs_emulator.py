@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import bucket_cells, run_all, sample_data
+import sampledata as sample_data
+from pipelines import bucket_cells, run_all
 from schemas import artifacts
 from schemas import columns as c
 
@@ -71,7 +72,7 @@ def gcs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     root = tmp_path_factory.mktemp("small")
-    paths = sample_data.make_sample(root / "sample", n_train=800, seed=3, dim=16, test_sets=("yfcc4k",), plot=False)
+    paths = sample_data.make_sample(root / "sample", n_train=800, seed=3, model=sample_data.FeatureModel(dim=16), test_sets=("yfcc4k",), plot=False)
     test = pq.read_table(paths["test_yfcc4k"])
     test_path = root / "test.parquet"
     pq.write_table(test.slice(0, 60), test_path)

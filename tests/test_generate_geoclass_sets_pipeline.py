@@ -7,16 +7,20 @@ import json
 import os
 
 import apache_beam as beam
+import networkx as nx
 import numpy as np
 import pytest
-from apache_beam.testing.util import assert_that, equal_to
+import s2sphere
+from apache_beam.testing.util import assert_that
 
 from partition_gen.geoclass_sets import generate_geoclass_sets, load_geoclass_sets
-from partition_gen.graph import cells_table_from_points
+from partition_gen.graph import cells_table_from_points, graph_from_cells_table
 from partition_gen.params import GeoclassSetSpec, default_specs
 from pipelines import generate_geoclass_sets as job
 from pipelines.common import local_pipeline
+from schemas import columns as c
 from schemas.io import SUCCESS_MARKER, write_table_atomic
+from tests.test_planet import _slow_partition
 
 LOCAL = ["--runner=DirectRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory"]
 
@@ -33,10 +37,12 @@ def cells_dir(tmp_path_factory):
     return str(path), table
 
 
-def test_composite_builds_the_same_sets_as_plain_python(cells_dir):
+def test_composite_builds_valid_sets_checked_by_independent_references(cells_dir):
+    """The Beam composite's sets, checked without the code that made them: each merged set has exactly the
+    asked number of classes, each a connected region of the cell graph (networkx); the PlaNet set groups the
+    cells exactly as a recursive s2sphere partition does. Then the same labels as the plain function."""
     path, table = cells_dir
     specs = default_specs(25, n_sampled=1, seed=5, embedding_dim=6, planet=(5, 50))
-    expected = generate_geoclass_sets(table, specs)
     with local_pipeline() as p:
         out = (
             p
@@ -44,7 +50,48 @@ def test_composite_builds_the_same_sets_as_plain_python(cells_dir):
             | job.BuildGeoclassSets(path)
             | beam.MapTuple(lambda name, labels: (name, labels.tolist()))
         )
-        assert_that(out, equal_to([(n, expected.assignments[n].tolist()) for n in expected.set_names]))
+        _COLLECTED.clear()
+        assert_that(out, _collect)
+    got = {name: np.asarray(labels) for name, labels in _COLLECTED}
+    assert sorted(got) == sorted(s.name for s in specs)
+
+    graph = graph_from_cells_table(table)
+    adjacency = nx.Graph()
+    adjacency.add_nodes_from(range(graph.n_nodes))
+    for node in range(graph.n_nodes):
+        adjacency.add_edges_from((node, int(j)) for j in graph.indices[graph.indptr[node] : graph.indptr[node + 1]])
+    for spec in specs:
+        labels = got[spec.name]
+        assert labels.shape == (graph.n_nodes,)
+        if spec.kind == "merge":
+            assert sorted(set(labels.tolist())) == list(range(spec.n_classes)), spec.name
+            for k in range(spec.n_classes):
+                members = np.flatnonzero(labels == k).tolist()
+                assert nx.is_connected(adjacency.subgraph(members)), f"{spec.name}: class {k} is not contiguous"
+        else:
+            ids = table.column(c.CELL_ID).to_numpy(zero_copy_only=False)
+            counts = table.column(c.N_IMAGES).to_numpy(zero_copy_only=False)
+            kept = _slow_partition(dict(zip(ids.tolist(), counts.tolist())), spec.t_min, spec.t_max)
+            ancestor = {}
+            for i, cell in enumerate(ids.tolist()):
+                owner = [k for k in kept if s2sphere.CellId(k).contains(s2sphere.CellId(cell))]
+                if owner:
+                    ancestor[i] = owner[0]
+            # Kept nodes: same label exactly when the same reference cell holds them.
+            pairs = {(ancestor[i], int(labels[i])) for i in ancestor}
+            assert len(pairs) == len(kept) == len({lab for _, lab in pairs}) == int(labels.max()) + 1
+
+    expected = generate_geoclass_sets(table, specs)
+    for name in expected.set_names:
+        np.testing.assert_array_equal(got[name], expected.assignments[name])
+
+
+_COLLECTED: list = []
+
+
+def _collect(rows) -> None:
+    """assert_that's matcher, run in this process by the in-memory DirectRunner: keep the rows to check."""
+    _COLLECTED.extend(rows)
 
 
 def test_job_writes_a_complete_artifact_with_balanced_accounting(cells_dir, tmp_path):

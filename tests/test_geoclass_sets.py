@@ -13,12 +13,12 @@ import pytest
 
 from partition_gen.geo import xyz_to_latlng
 from partition_gen.geoclass_sets import (
-    display_name,
     generate_geoclass_sets,
     load_geoclass_sets,
     save_geoclass_sets,
 )
 from partition_gen.graph import cells_table_from_points
+from partition_gen.naming import display_name
 from partition_gen.params import GeoclassSetSpec, default_specs, fixed_specs, sample_spec
 from schemas import columns as c
 from schemas.io import IncompleteArtifactError

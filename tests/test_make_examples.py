@@ -135,9 +135,3 @@ def test_sets_at_another_level_are_refused_at_launch(inputs):
     with pytest.raises(IncompleteArtifactError, match=SUCCESS_MARKER):
         me.run([f"--photos={tmp / 'photos'}", f"--geoclass_sets={other}", f"--output={tmp / 'x'}"])
     assert not (tmp / "x").exists()
-
-
-def test_cell_level_matches_s2sphere():
-    for level in (0, 1, 10, 14, 29, 30):
-        cell = _cell(-12.5, 77.25, level)
-        assert me.cell_level(cell) == s2sphere.CellId(cell).level() == level

@@ -9,7 +9,7 @@ import pytest
 
 from partition_gen.graph import cells_table_from_points, graph_from_cells_table
 from partition_gen.merging import merge_nodes, merge_reference_networkx, node_scores
-from pipelines import data_paths
+from sampledata import paths as data_paths
 
 SHARED_DATA = "/work/shared/data/mp16_coordinates_100k.csv"
 

@@ -3,6 +3,7 @@ recursive reference, and as a geoclass set that covers every node."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +27,26 @@ def mp16_counts():
     return read_partition_csv(data_file("mp16_s2cells_50_1000.csv"))
 
 
-@pytest.mark.parametrize("t_max,reference_cells", [(2000, 7202), (5000, 3298)])
-def test_mp16_counts_reproduce_reference_partitions_within_3_percent(mp16_counts, t_max, reference_cells):
+# Measured with this code (commit of issue 15): shared cells / reference cells and shared / ours are
+# 0.984 / 0.992 (t_max 1000), 0.982 / 0.993 (2000), 0.970 / 0.991 (5000). The published partitions were
+# built from the full photo set, the bundled counts are their leaves, hence not 100 %. A t_max off by 5 %
+# (1900 or 2100 for 2000) already drops one of the two below its bound.
+@pytest.mark.parametrize(
+    "t_max,min_of_reference,min_of_ours",
+    [(1000, 0.98, 0.99), (2000, 0.978, 0.99), (5000, 0.965, 0.988)],
+)
+def test_mp16_partition_shares_its_cells_with_the_published_planet_partition(
+    mp16_counts, t_max, min_of_reference, min_of_ours
+):
     ids, counts = mp16_counts
-    assert counts.sum() > 4_600_000  # every row as imgs_per_cell photos in its cell
     part = adaptive_s2_partition(ids, counts, t_min=50, t_max=t_max)
-    assert abs(part.n_cells - reference_cells) / reference_cells <= 0.03
-    # Reference file of the same t_max, read independently, agrees on the count within 3 % as well.
-    ref_ids, _ = read_partition_csv(data_file(f"mp16_s2cells_50_{t_max}.csv"))
-    assert ref_ids.size == reference_cells
+    # The published file read with the csv module (not the code's reader): its hex_id column holds S2 tokens.
+    with open(data_file(f"mp16_s2cells_50_{t_max}.csv"), newline="") as f:
+        reference = {row["hex_id"] for row in csv.DictReader(f.readlines()[2:])}
+    ours = {s2sphere.CellId(int(i)).to_token() for i in part.cell_ids}
+    shared = len(ours & reference)
+    assert shared / len(reference) >= min_of_reference, (shared, len(reference))
+    assert shared / len(ours) >= min_of_ours, (shared, len(ours))
 
 
 def _slow_partition(leaves: dict[int, int], t_min: int, t_max: int) -> set[int]:

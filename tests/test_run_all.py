@@ -8,9 +8,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+import sampledata as sample_data
 from partition_gen.geo import haversine_km
 from partition_gen.retrieval import prior_only_baseline
-from pipelines import run_all, sample_data
+from pipelines import run_all
 from schemas import columns as c
 from schemas.cli import UsageError
 
@@ -20,7 +21,7 @@ THRESHOLDS = [1, 5, 10, 25, 50, 100, 200, 750, 2500]
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     root = tmp_path_factory.mktemp("run_all")
-    paths = sample_data.make_sample(root / "sample", n_train=3000, seed=7, dim=32, test_sets=("yfcc4k",), plot=False)
+    paths = sample_data.make_sample(root / "sample", n_train=3000, seed=7, model=sample_data.FeatureModel(dim=32), test_sets=("yfcc4k",), plot=False)
     # A test file of our own: 400 of the YFCC4k photos, so nothing here is the bundled demo input.
     test = pq.read_table(paths["test_yfcc4k"])
     pick = np.random.default_rng(3).choice(test.num_rows, 400, replace=False)
@@ -34,19 +35,42 @@ def chain(tmp_path_factory):
     return {"report": report, "workdir": workdir, "train": paths["train"], "test": test_path}
 
 
-def test_evaluation_json_has_the_specified_layout(chain):
+def _haversine_km(lat1, lng1, lat2, lng2):
+    """Reference great-circle distance, written here so the check does not reuse the code's own."""
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    a = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lng2 - lng1) / 2) ** 2
+    return 2 * 6371.0 * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
+
+
+def test_evaluation_json_rows_recomputed_from_the_predictions(chain):
+    """Every method's row in evaluation.json equals the accuracies recomputed with pandas from the written
+    predictions and the test file's true locations: a wrong join, distance, threshold or method label fails."""
+    import pandas as pd
+
     written = json.loads((chain["workdir"] / "evaluation.json").read_text())
     assert written["thresholds_km"] == THRESHOLDS
     expected = {"ClassSet 1", "ClassSet 2", "ClassSet 3", "ClassSet 4", "ClassSet 5", "PlaNet", "Average[1-5]",
                 "SimpleSum[1-5]", "CPlaNet[1-5]", "CPlaNet[1-5,PlaNet]"}
     assert expected <= set(written["methods"])
-    for name in expected:
-        row = written["methods"][name]
-        assert row["n"] == 400, name
-        assert list(row["accuracy"]) == [str(t) for t in THRESHOLDS]
-        values = [row["accuracy"][str(t)] for t in THRESHOLDS]
-        assert all(0.0 <= v <= 1.0 for v in values)
-        assert values == sorted(values), f"{name}: accuracy must grow with the radius"
+
+    files = [f for f in (chain["workdir"] / "predictions").rglob("*.parquet") if "dead" not in str(f)]
+    predictions = pd.concat([pq.read_table(f).to_pandas() for f in files])
+    predictions = predictions[[c.PHOTO_ID, c.METHOD, c.LAT, c.LNG]]
+    truth = pq.read_table(chain["test"]).to_pandas()[[c.PHOTO_ID, c.LAT, c.LNG]]
+    joined = predictions.merge(truth, on=c.PHOTO_ID, suffixes=("_pred", "_true"), validate="many_to_one")
+    joined["km"] = _haversine_km(joined["lat_pred"], joined["lng_pred"], joined["lat_true"], joined["lng_true"])
+    checked = 0
+    for method, rows in joined.groupby(c.METHOD):
+        row = written["methods"][method]
+        assert row["n"] == len(rows) == 400, method
+        for t in THRESHOLDS:
+            assert row["accuracy"][str(t)] == pytest.approx(float((rows["km"] < t).mean()), abs=1e-9), (method, t)
+        checked += 1
+    assert checked >= 9  # every predicted method, not only some
+    # Average[1-5]: the mean of the five single sets' accuracies, radius by radius.
+    for t in THRESHOLDS:
+        singles = [written["methods"][f"ClassSet {i}"]["accuracy"][str(t)] for i in range(1, 6)]
+        assert written["methods"]["Average[1-5]"]["accuracy"][str(t)] == pytest.approx(np.mean(singles), abs=1e-9)
 
 
 def test_config_overrides_and_scaled_defaults_are_recorded(chain):

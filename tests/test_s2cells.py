@@ -303,7 +303,7 @@ def test_tokens_round_trip_and_match_s2sphere():
 
 
 def test_tokens_of_the_real_planet_partition_round_trip():
-    from pipelines.data_paths import mp16_s2cells
+    from sampledata.paths import mp16_s2cells
 
     lines = mp16_s2cells(1000).read_text().splitlines()[3:]
     tokens = [line.split(",")[1] for line in lines if line]

@@ -1,18 +1,25 @@
-"""The bundled data, the simulated-feature model and the scene-label sample."""
+"""sampledata: the bundled data, the simulated-feature model and the scene-label sample."""
 
 from __future__ import annotations
 
 import csv
 import hashlib
 
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from scipy.spatial import cKDTree
 
+import sampledata as sd
 from partition_gen.geo import EARTH_RADIUS_KM, haversine_km, latlng_to_xyz, xyz_to_latlng
-from pipelines import data_paths
-from pipelines import sample_data as sd
+from sampledata import paths as data_paths
+from sampledata.datasets import SCENE_DIM
+from sampledata.plots import destination, similarity_by_distance
 from schemas import FEATURES
 from schemas import columns as c
 
@@ -36,30 +43,65 @@ def mp16():
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
     out = tmp_path_factory.mktemp("sample")
-    paths = sd.make_sample(out, n_train=3000, seed=4, dim=32)
+    paths = sd.make_sample(out, n_train=3000, seed=4, model=sd.FeatureModel(dim=32))
     return out, paths
 
 
 # -- bundled data ----------------------------------------------------------------------------------------
 
 
-def test_bundled_files_are_all_there_with_their_documented_sizes():
-    expected_rows = {
-        data_paths.mp16_coordinates(): 100_000,
-        data_paths.im2gps3k_places365(): 2_997,
-        data_paths.yfcc4k_coordinates(): 4_536,
-        data_paths.yfcc25600_places365(): 25_600,
-    }
-    for path, n in expected_rows.items():
-        assert len(read_csv_rows(path)) == n, path
-    for t_max, n_cells in ((1000, 12_893), (2000, 7_202), (5000, 3_298)):
-        with open(data_paths.mp16_s2cells(t_max)) as f:
-            lines = f.read().splitlines()
-        assert lines[0] == "num_images: 4723695" and len(lines) - 3 == n_cells
-    sources = (data_paths.DATA_DIR / "SOURCES.md").read_text()
-    assert "GPL-3.0" in sources and "MIT" in sources and "data files, not code" in sources
+def test_loaders_return_every_row_of_the_bundled_files_with_its_own_id_and_location():
+    # Compared with an independent reader (csv module), row by row: a loader that drops, reorders, parses
+    # ids as numbers or swaps lat/lng fails here.
+    rows = read_csv_rows(data_paths.mp16_coordinates())
+    lat, lng = sd.mp16_locations()
+    np.testing.assert_array_equal(lat, [float(r["LAT"]) for r in rows])
+    np.testing.assert_array_equal(lng, [float(r["LON"]) for r in rows])
+    for name, path, id_col, lat_col, lng_col in (
+        ("im2gps3k", data_paths.im2gps3k_places365(), "IMG_ID", "LAT", "LON"),
+        ("yfcc4k", data_paths.yfcc4k_coordinates(), "name", "lat", "lon"),
+    ):
+        rows = read_csv_rows(path)
+        test = sd.load_test_set(name)
+        assert test.photo_ids == [r[id_col] for r in rows]
+        np.testing.assert_array_equal(test.lat, [float(r[lat_col]) for r in rows])
+        np.testing.assert_array_equal(test.lng, [float(r[lng_col]) for r in rows])
+        if name == "im2gps3k":
+            np.testing.assert_array_equal(test.indoor, [r["S3_Label"] == "0" for r in rows])
+        else:
+            assert test.indoor is None
+    with pytest.raises(ValueError, match="unknown test set 'im2gps'"):
+        sd.load_test_set("im2gps")
     with pytest.raises(ValueError, match="t_max"):
         data_paths.mp16_s2cells(3000)
+
+
+# Fingerprints of the features written by pipelines/sample_data.py (main before issue 15 moved it to
+# sampledata/), for fixed seeds: the move and the one-settings-object refactor changed no feature bit.
+OLD_SIMULATE_ROW_SUMS = [
+    3.1768546402454376, -3.405417576432228, -0.12340323999524117,
+    -3.3181848526000977, 2.648582760244608, 6.54713037610054,
+]  # fmt: skip
+OLD_SAMPLE = {
+    "train": (50, -13.467591596767306, 301.80836246162653,
+              [5.511206619441509, -1.2902060579508543, 1.719523586332798, 0.8588797748088837]),
+    "test_yfcc4k": (4536, 975.154212572093, 29230.146206177124,
+                    [-0.4191860556602478, 2.2818441092967987, 6.565485589206219, 1.5749208480119705]),
+}  # fmt: skip
+
+
+def test_features_are_bit_identical_to_the_code_before_the_move(tmp_path):
+    lat = np.array([48.8566, -33.87, 40.7128, 35.68, 0.0, -89.9])
+    lng = np.array([2.3522, 151.21, -74.006, 139.69, 0.0, 179.9])
+    emb = sd.simulate_photos(lat, lng, seed=3, model=sd.FeatureModel(dim=16))
+    assert emb.astype(np.float64).sum(axis=1).tolist() == OLD_SIMULATE_ROW_SUMS
+    paths = sd.make_sample(tmp_path, n_train=50, seed=5, model=sd.FeatureModel(dim=8), test_sets=("yfcc4k",), plot=False)
+    for name, (n, total, abs_total, first_rows) in OLD_SAMPLE.items():
+        table = pq.read_table(paths[name])
+        emb = np.stack(table.column(c.EMBEDDING).to_numpy(zero_copy_only=False)).astype(np.float64)
+        assert table.num_rows == n
+        assert float(emb.sum()) == total and float(np.abs(emb).sum()) == abs_total, name
+        assert emb[:4].sum(axis=1).tolist() == first_rows, name
 
 
 # -- the feature model -----------------------------------------------------------------------------------
@@ -67,15 +109,15 @@ def test_bundled_files_are_all_there_with_their_documented_sizes():
 
 def test_same_seed_same_bytes_and_other_seed_other_features(sample, tmp_path):
     out, paths = sample
-    again = sd.make_sample(tmp_path, n_train=3000, seed=4, dim=32, plot=False)
+    again = sd.make_sample(tmp_path, n_train=3000, seed=4, model=sd.FeatureModel(dim=32), plot=False)
     for name in ("train", "test_im2gps3k", "test_yfcc4k"):
         first = open(paths[name], "rb").read()
         second = open(again[name], "rb").read()
         assert hashlib.sha256(first).digest() == hashlib.sha256(second).digest(), name
     lat, lng = np.array([10.0, 48.85]), np.array([20.0, 2.35])
-    a = sd.simulate_photos(lat, lng, seed=1, dim=16)
-    np.testing.assert_array_equal(a, sd.simulate_photos(lat, lng, seed=1, dim=16))
-    assert not np.allclose(a, sd.simulate_photos(lat, lng, seed=2, dim=16))
+    a = sd.simulate_photos(lat, lng, seed=1, model=sd.FeatureModel(dim=16))
+    np.testing.assert_array_equal(a, sd.simulate_photos(lat, lng, seed=1, model=sd.FeatureModel(dim=16)))
+    assert not np.allclose(a, sd.simulate_photos(lat, lng, seed=2, model=sd.FeatureModel(dim=16)))
 
 
 def test_written_tables_have_the_features_schema_and_the_real_test_locations(sample, mp16):
@@ -105,13 +147,22 @@ def test_written_tables_have_the_features_schema_and_the_real_test_locations(sam
         assert table.column(c.PHOTO_ID).to_pylist() == [r[id_col] for r in rows]
         np.testing.assert_array_equal(table.column(c.LAT).to_numpy(), [float(r[lat_col]) for r in rows])
         np.testing.assert_array_equal(table.column(c.LNG).to_numpy(), [float(r[lng_col]) for r in rows])
-    assert (out / "feature_model.png").stat().st_size > 10_000
+    png = plt.imread(out / "feature_model.png")
+    assert png.shape[0] > 400 and png.shape[1] > 1000 and png[..., :3].std() > 0.05  # a drawn figure
+
+
+def test_similarity_curves_fall_with_distance_for_outdoor_photos_and_stay_flat_indoors(field, mp16):
+    # The curves feature_model.png draws: a wrong field (no locality) or indoor photos with signal fail here.
+    curves = similarity_by_distance(field, mp16[0][:300], mp16[1][:300], seed=0, distances_km=(0.1, 10, 3000))
+    assert curves["signal"][0] > 0.9 and abs(curves["signal"][2]) < 0.1
+    assert curves["outdoor photos"][0] > curves["outdoor photos"][1] > curves["outdoor photos"][2]
+    assert max(abs(v) for v in curves["indoor photos"]) < 0.05
 
 
 def test_more_training_photos_than_the_pool_are_drawn_with_replacement(tmp_path):
     import json
 
-    paths = sd.make_sample(tmp_path, n_train=100_003, seed=1, dim=4, test_sets=(), plot=False)
+    paths = sd.make_sample(tmp_path, n_train=100_003, seed=1, model=sd.FeatureModel(dim=4), test_sets=(), plot=False)
     meta = pq.read_metadata(paths["train"])
     assert meta.num_rows == 100_003
     assert json.loads(open(paths["summary"]).read())["train_sampled_with_replacement"] is True
@@ -121,7 +172,7 @@ def probe_pairs(seed: int, n: int, distance_km: float, mp16):
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(mp16[0]), n, replace=False)
     lat, lng = mp16[0][pick], mp16[1][pick]
-    lat_b, lng_b = sd.destination(lat, lng, rng.uniform(0, 360, n), distance_km)
+    lat_b, lng_b = destination(lat, lng, rng.uniform(0, 360, n), distance_km)
     np.testing.assert_allclose(haversine_km(lat, lng, lat_b, lng_b), distance_km, rtol=1e-6)
     return lat, lng, lat_b, lng_b
 
@@ -153,7 +204,7 @@ def test_photos_1km_apart_are_far_more_alike_than_3000km_apart_except_indoors(fi
 
 def test_feature_scale_and_indoor_share(mp16):
     lat, lng = mp16[0][:20000], mp16[1][:20000]
-    sim = sd.simulate_photos_detailed(lat, lng, seed=3, dim=64)
+    sim = sd.simulate_photos_detailed(lat, lng, seed=3, model=sd.FeatureModel(dim=64))
     # Binomial(20000, 0.3): 5 standard deviations is ~0.016.
     assert abs(sim.indoor.mean() - 0.3) < 0.016
     for kind in (sim.indoor, ~sim.indoor):
@@ -219,16 +270,16 @@ def test_lookalikes_exist_far_apart_and_share_their_code(field, mp16):
     assert cosine(street, twin_codes).min() > 0.95
 
     # Without look-alikes the same photos look like themselves, not like the far place.
-    plain = sd.LocationField(seed=0, lookalike_fraction=0.0)
+    plain = sd.LocationField(seed=0, model=sd.FeatureModel(lookalike_fraction=0.0))
     assert not plain.twins(k, vertices)[0].any()
     assert cosine(plain.scale_field(k, at), twin_codes).max() < 0.5
 
 
 def test_bad_locations_are_refused_with_a_clear_error():
     with pytest.raises(ValueError, match="photo 1 has an invalid location"):
-        sd.simulate_photos([10.0, np.nan], [0.0, 0.0], seed=0, dim=8, lookalike_fraction=0.0)
+        sd.simulate_photos([10.0, np.nan], [0.0, 0.0], seed=0, model=sd.FeatureModel(dim=8, lookalike_fraction=0.0))
     with pytest.raises(ValueError, match="photo 0 has an invalid location lat=95"):
-        sd.simulate_photos([95.0], [0.0], seed=0, dim=8, lookalike_fraction=0.0)
+        sd.simulate_photos([95.0], [0.0], seed=0, model=sd.FeatureModel(dim=8, lookalike_fraction=0.0))
 
 
 # -- the scene-label sample ------------------------------------------------------------------------------
@@ -253,7 +304,7 @@ def test_scene_features_match_the_csv_labels_and_the_split_is_deterministic(tmp_
         for i in rng.choice(len(ids), 200, replace=False):
             row = rows[ids[i]]
             vec = np.asarray(emb[int(i)].as_py(), dtype=np.float64)
-            assert vec.size == 365 + 16 + 3 + 3 == sd.SCENE_DIM
+            assert vec.size == 365 + 16 + 3 + 3 == SCENE_DIM
             assert np.flatnonzero(vec[:365]).tolist() == [int(row["S365_Label"])]
             assert np.flatnonzero(vec[365:381]).tolist() == [int(row["S16_Label"])]
             assert np.flatnonzero(vec[381:384]).tolist() == [int(row["S3_Label"])]
