@@ -27,6 +27,7 @@ Run locally (from a finished or running job dir; the newest checkpoint is export
 from __future__ import annotations
 
 import hashlib
+import argparse
 import json
 import logging
 import os
