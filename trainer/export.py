@@ -26,8 +26,8 @@ Run locally (from a finished or running job dir; the newest checkpoint is export
 
 from __future__ import annotations
 
-import hashlib
 import argparse
+import hashlib
 import json
 import logging
 import os
