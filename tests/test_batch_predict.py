@@ -232,7 +232,7 @@ def test_a_model_with_a_random_backbone_is_refused_unless_allowed(artifacts, tmp
                             "feature_dim": DIM}
     (model_dir / "manifest.json").write_text(json.dumps(manifest))
     write_marker(str(model_dir))  # a complete model that says its backbone is random
-    write_manifest(tmp_path / "m.parquet", 3, seed=3)
+    write_manifest(tmp_path / "m.parquet", 6, seed=3)
     args = ["--manifest", str(tmp_path / "m.parquet"), "--model", str(model_dir), "--partitions",
             str(root / "partitions"), "--output", str(tmp_path / "out"), "--run_date", "2024-06-03"] + RUNNER
     with pytest.raises(RandomBackboneError, match="random weights.*--allow_random_backbone"):
@@ -240,5 +240,5 @@ def test_a_model_with_a_random_backbone_is_refused_unless_allowed(artifacts, tmp
     assert not (tmp_path / "out").exists()
     caplog.set_level("WARNING")
     summary = batch_predict.run(args + ["--allow_random_backbone"])
-    assert summary.rows_out == 3
+    assert summary.rows_out == 6
     assert sum("random weights" in r.getMessage() for r in caplog.records) == 1
