@@ -11,8 +11,12 @@ writing one artifact under DIR (docs/ARTIFACTS.md), so any stage can be rerun al
 3. ``examples/``    ``pipelines.make_examples``: TFRecord shards, a label per set (Beam)
 4. ``train/``, ``model/``  ``trainer.train``: one softmax head per set on the frozen features, exported
 5. ``partitions/``  ``partition_gen.partitions``: every non-empty intersection of the sets
-6. ``predictions/`` ``pipelines.batch_predict``: the paper's methods on TEST (Beam, RunInference)
-7. ``evaluation.json`` (+ ``.md``, ``accuracy.png``) ``pipelines.evaluate``: accuracy at 1 … 2500 km
+6. ``model/refine/`` ``pipelines.build_refine_index``: the refinement index (PQ codes of the train split) and
+   the confidence radii, both chosen on the eval split (``refine: false`` skips it)
+7. ``predictions/`` ``pipelines.batch_predict``: the paper's methods on TEST (Beam, RunInference), with
+   "CPlaNet[...]+R" rows and radius50_km/radius90_km when step 6 ran
+8. ``evaluation.json`` (+ ``.md``, ``accuracy.png``) ``pipelines.evaluate``: accuracy at 1 … 2500 km, the share
+   of photos within their radii, and the epoch each head was exported from (``training``)
 
 Defaults scale with the data (see ``scaled_defaults``); every one is overridable in ``--config FILE`` (JSON
 or YAML, keys of :class:`RunConfig`). ``--resume`` skips stages whose artifact is already complete.
@@ -37,6 +41,8 @@ from schemas import columns as c
 from schemas import io as artifact_io
 
 LOG = logging.getLogger("cplanet.run_all")
+# Below this the PQ codebooks (256 centroids per sub-vector) and the eval-split calibration have too little data.
+MIN_REFINE_PHOTOS = 2000
 
 
 @dataclasses.dataclass
@@ -56,7 +62,15 @@ class RunConfig:
     planet_t_max: int | None = None
     planet_t_min: int | None = None
     eval_fraction: float = 0.1
+    # The most epochs to train; early stopping on the eval split (patience epochs without a better eval top-1
+    # in any head) ends training sooner, and each head is exported at its best epoch.
     epochs: int | None = None
+    early_stopping_patience: int | None = 2
+    # Haversine label smoothing tau (km); None: one-hot labels (see bench/REPORT.md for the ablation).
+    label_smoothing_km: float | None = None
+    # Refinement index + confidence radii (stage 6); bytes of PQ code per training photo.
+    refine: bool = True
+    code_bytes: int = 32
     batch_size: int = 256
     learning_rate: float = 0.005
     top_k: int = 5
@@ -90,9 +104,9 @@ def scaled_defaults(config: RunConfig, n_train: int) -> RunConfig:
     # classes as the merged sets when t_max is twice their mean class size.
     t_max = config.planet_t_max or max(4, 2 * n_train // classes)
     t_min = config.planet_t_min or max(1, t_max // 20)
-    # About 400k example visits in all, between 3 and 20 passes: the heads sit on frozen features and
-    # their held-out accuracy levels off within a few hundred thousand visits (see train/curves).
-    epochs = config.epochs or int(min(20, max(3, round(400_000 / max(n_train, 1)))))
+    # A budget of about 2M example visits, between 8 and 40 passes; early stopping on the eval split decides
+    # where training actually ends (the heads' held-out accuracy levels off within a few hundred thousand).
+    epochs = config.epochs or int(min(40, max(8, round(2_000_000 / max(n_train, 1)))))
     return dataclasses.replace(config, classes_per_set=classes, planet_t_max=t_max, planet_t_min=t_min, epochs=epochs)
 
 
@@ -145,7 +159,7 @@ def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args:
             previous = json.load(f)
         # Only the stages after training read TEST and the figure choice; everything else shapes artifacts
         # that --resume would keep, so a change there must start afresh rather than mix two runs.
-        changed = sorted(k for k in record if k not in ("test", "figure_photo_id", "methods", "top_k")
+        changed = sorted(k for k in record if k not in ("test", "figure_photo_id", "methods", "top_k", "refine")
                          and previous.get(k) != record[k])
         if changed:
             differences = ", ".join(f"{k}: {previous.get(k)!r} -> {record[k]!r}" for k in changed)
@@ -160,7 +174,7 @@ def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args:
     path = {name: os.path.join(workdir, name) for name in
             ("bucket", "sets", "examples", "train", "model", "partitions", "predictions")}
     beam_args = list(beam_args)
-    stages = Stages(workdir, resume, total=7)
+    stages = Stages(workdir, resume, total=8)
 
     stages.run("bucket photos into S2 cells", os.path.join(path["bucket"], "cells"), lambda: bucket_cells.run(
         ["--features", train, "--output", path["bucket"], "--level", str(config.level)] + beam_args))
@@ -180,7 +194,10 @@ def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args:
         trainer_train.run(
             ["--examples", path["examples"], "--sets", path["sets"], "--job_dir", path["train"],
              "--epochs", str(config.epochs), "--batch_size", str(config.batch_size),
-             "--learning_rate", str(config.learning_rate), "--seed", str(config.seed), "--verbose", "0"])
+             "--learning_rate", str(config.learning_rate), "--seed", str(config.seed), "--verbose", "0"]
+            + (["--early_stopping_patience", str(config.early_stopping_patience)]
+               if config.early_stopping_patience else [])
+            + (["--label_smoothing_km", str(config.label_smoothing_km)] if config.label_smoothing_km else []))
         export_args = ["--job_dir", path["train"], "--sets", path["sets"], "--export_dir", path["model"]]
         # The image geolocator stacks the heads on Inception v3, so it exists only for 2048-d features.
         if embedding_dim(train) != FEATURE_DIM:
@@ -196,6 +213,25 @@ def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args:
 
     stages.run("build combinatorial partitions", path["partitions"], build_partitions)
 
+    def build_refinement():
+        from pipelines import build_refine_index
+
+        summary = build_refine_index.build(path["examples"], path["model"], path["partitions"],
+                                           config.code_bytes, config.seed)
+        with open(os.path.join(workdir, "refine_summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+
+    if config.refine and n_train < MIN_REFINE_PHOTOS:
+        LOG.info("refinement index skipped: %d training photos, it needs %d", n_train, MIN_REFINE_PHOTOS)
+        stages.run("refinement index (too few photos)", None, lambda: None)
+    elif config.refine:
+        from partition_gen.refine import index_dir
+
+        stages.run("build the refinement index and calibrate confidence radii", index_dir(path["model"]),
+                   build_refinement)
+    else:
+        stages.run("refinement index (off in the config)", None, lambda: None)
+
     run_date = "1970-01-01"  # evaluation runs are not nightly runs; a fixed date makes reruns replace them
     predictions = batch_predict.run_output_dir(path["predictions"], run_date)
     stages.run("predict the test photos", predictions, lambda: batch_predict.run(
@@ -207,6 +243,12 @@ def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args:
 
     def run_evaluation():
         report.update(evaluate.run(["--predictions", predictions, "--truth", test, "--out", workdir]))
+        # The epoch each head was exported from, so the training budget is a reported fact, not a guess.
+        report["training"] = trainer_train.training_summary(path["train"])
+        LOG.info("heads exported at their best eval epochs %s (%d epochs run%s)", report["training"]["best_epoch"],
+                 report["training"]["epochs_run"], ", stopped early" if report["training"]["stopped_early"] else "")
+        with open(os.path.join(workdir, "evaluation.json"), "w") as f:
+            json.dump(report, f, indent=2)
 
     stages.run("evaluate", None, run_evaluation)
     figure = draw_progressive_map(workdir, test, path["model"], path["sets"], path["partitions"],

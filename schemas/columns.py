@@ -34,6 +34,9 @@ TOPK_LNG = "topk_lng"
 MODEL_ID = "model_id"
 PARTITIONS_ID = "partitions_id"
 RUN_DATE = "run_date"
+# Confidence radii of a prediction (partition_gen.confidence): half / 90 % of eval photos fall within them.
+RADIUS50_KM = "radius50_km"
+RADIUS90_KM = "radius90_km"
 
 SPLIT = "split"
 

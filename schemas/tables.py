@@ -86,6 +86,8 @@ PREDICTIONS = pa.schema(
         pa.field(c.MODEL_ID, pa.string()),
         pa.field(c.PARTITIONS_ID, pa.string()),
         pa.field(c.RUN_DATE, pa.string()),
+        pa.field(c.RADIUS50_KM, pa.float64()),
+        pa.field(c.RADIUS90_KM, pa.float64()),
     ]
 )
 
