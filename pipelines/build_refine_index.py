@@ -26,7 +26,7 @@ import numpy as np
 
 from partition_gen import confidence, refine
 from partition_gen.combine import NORMALIZED_SUM
-from partition_gen.evaluation import THRESHOLDS_KM, standard_methods
+from partition_gen.evaluation import THRESHOLDS_KM, accuracy_at, accuracy_dict, standard_methods
 from partition_gen.geo import haversine_km
 from partition_gen.partitions import load_partitions
 
@@ -98,7 +98,8 @@ def build(examples_dir: str, model_dir: str, partitions_dir: str, code_bytes: in
         err = haversine_km(pred.lat, pred.lng, held["lat"], held["lng"])
         features = confidence.combiner_features(pred.topk_ids, pred.topk_scores[:, :5], tuples, heads)
         calibrations[method.name] = confidence.fit(features, err)
-        report[method.name] = {"eval_median_km": float(np.median(err))}
+        report[method.name] = {"eval_median_km": float(np.median(err)),
+                               "eval_accuracy": accuracy_dict(accuracy_at(err, thresholds_km), thresholds_km)}
         if method.name not in refined:
             continue
         refiner = refine.Refiner(index, combiner.partitions, parts)
@@ -115,7 +116,8 @@ def build(examples_dir: str, model_dir: str, partitions_dir: str, code_bytes: in
         report[name_r] = {**settings[method.name], "eval_moved_share": float(out.moved.mean()),
                           "eval_mean_accuracy": chosen["mean_accuracy"],
                           "eval_mean_accuracy_eq4": chosen["mean_accuracy_eq4"],
-                          "eval_median_km": float(np.median(err_r))}
+                          "eval_median_km": float(np.median(err_r)),
+                          "eval_accuracy": accuracy_dict(accuracy_at(err_r, thresholds_km), thresholds_km)}
         LOG.info("%s: top %d partitions, similarity >= %.3f moves %.0f%% of eval photos; mean accuracy %.3f -> %.3f",
                  name_r, chosen["top_partitions"], chosen["min_similarity"], 100 * out.moved.mean(),
                  chosen["mean_accuracy_eq4"], chosen["mean_accuracy"])

@@ -157,3 +157,63 @@ def test_combiner_features_measure_share_entropy_and_agreement():
     assert f[1, 1] == pytest.approx(np.log(2)) and f[0, 1] < f[1, 1]
     assert f[0, 2] == 1.0 and f[1, 2] == 0.5  # photo 1: head 1 says class 0, the top partition has class 1
     assert f[0, 3] == pytest.approx(0.8)
+
+
+def test_batch_predict_adds_refined_rows_and_radii_when_the_model_has_an_index(world, tmp_path):
+    """CombineHeads with a model dir holding refine/: "+R" rows equal a direct Refiner call, radii a direct
+    Calibration lookup; evaluation then reports the share of photos within them."""
+    import apache_beam as beam
+    from apache_beam.ml.inference.base import PredictionResult
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that
+
+    from partition_gen.evaluation import evaluate
+    from pipelines.batch_predict import VALID, CombineHeads
+    from pipelines.build_refine_index import write_confidence
+
+    parts, rng = world["parts"], world["rng"]
+    name = "CPlaNet[1-3]"
+    settings = {"top_partitions": 3, "min_similarity": 0.3}
+    model_dir = str(tmp_path / "model")
+    x, err = _synthetic(rng, 2000)
+    cal = confidence.fit(np.column_stack([x, np.zeros((2000, 3))]), err)
+    write_confidence(refine.index_dir(model_dir), {name: cal, name + "+R": cal})
+    refine.save_index(world["index"].with_settings(methods={name: settings}), refine.index_dir(model_dir))
+
+    node = rng.integers(0, 300, 16)
+    emb = (world["node_code"][node] + rng.normal(size=(16, DIM)) * 0.8).astype(np.float32)
+    probs = {n: rng.dirichlet(np.ones(k) * 0.3, size=16) for n, k in zip(parts.set_names, parts.n_classes)}
+    elements = [(f"p{i}", PredictionResult(emb[i], {n: probs[n][i] for n in probs}, "m")) for i in range(16)]
+
+    pred = Combiner(parts, top_k=20).predict(probs)
+    want = refine.Refiner(world["index"], parts).refine(pred.topk_ids, pred.lat, pred.lng, emb, **settings)
+    heads = [probs[n] for n in parts.set_names]
+    f_plain = confidence.combiner_features(pred.topk_ids, pred.topk_scores[:, :5], parts.tuples, heads)
+    f_refined = confidence.combiner_features(pred.topk_ids, pred.topk_scores[:, :5], parts.tuples, heads,
+                                             want.moved, want.similarity)
+
+    def check(rows):
+        by = {(r["photo_id"], r["method"]): r for r in rows}
+        assert len(by) == 32
+        for i in range(16):
+            plain, refined = by[(f"p{i}", name)], by[(f"p{i}", name + "+R")]
+            assert (plain["lat"], plain["lng"]) == pytest.approx((pred.lat[i], pred.lng[i]))
+            assert (refined["lat"], refined["lng"]) == pytest.approx((want.lat[i], want.lng[i]))
+            assert len(plain["topk_partition_ids"]) == 5
+            assert plain["radius50_km"] == pytest.approx(cal.radii(f_plain[i : i + 1])[0][0])
+            assert refined["radius90_km"] == pytest.approx(cal.radii(f_refined[i : i + 1])[1][0])
+
+    with TestPipeline() as p:
+        out = (p | beam.Create(elements)
+               | CombineHeads(None, name, top_k=5, partitions=parts, model_dir=model_dir))
+        assert_that(out[VALID] | beam.combiners.ToList(), lambda lists: check(lists[0]))
+    assert want.moved.any()
+
+    # Evaluation: the share of photos within their radius.
+    d = np.array([1.0, 5.0, 20.0, 100.0])
+    truth_lat = np.zeros(4)
+    report = evaluate([f"q{i}" for i in range(4)], ["M"] * 4, np.zeros(4), d / 111.195, [f"q{i}" for i in range(4)],
+                      truth_lat, np.zeros(4), pred_radius50_km=[2.0, 2.0, 2.0, np.nan],
+                      pred_radius90_km=[50.0, 50.0, 50.0, 50.0])
+    assert report["methods"]["M"]["within_radius50"] == pytest.approx(1 / 3)
+    assert report["methods"]["M"]["within_radius90"] == pytest.approx(3 / 4)
