@@ -7,7 +7,7 @@ import pytest
 
 from partition_gen import confidence, refine
 from partition_gen.combine import Combiner
-from partition_gen.geo import haversine_km, xyz_to_latlng
+from partition_gen.geo import xyz_to_latlng
 from partition_gen.partitions import build_partitions
 from tests.test_partitions import random_sets
 

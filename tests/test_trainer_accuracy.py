@@ -19,7 +19,7 @@ from schemas import columns as c
 from trainer import hparams as hp
 from trainer import inputs
 from trainer.model import HaversineSmoothedLoss
-from trainer.train import training_summary, train
+from trainer.train import train, training_summary
 
 DIM, PLACES = 16, 12
 N_CLASSES = {"set1": 4, "set2": 6}
