@@ -46,7 +46,7 @@ DEFAULT_TOP_PARTITIONS = 5
 DEFAULT_MIN_SIMILARITY = 0.3
 REFINED_SUFFIX = "+R"
 _KSUB = 256
-_MAX_TRAIN = 65_536
+_MAX_TRAIN = 32_768
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,14 @@ class RefineIndex:
     def bytes_per_photo(self) -> float:
         """Everything the index holds (codes, locations, partition offsets, codebooks) per training photo."""
         return self.nbytes() / max(self.n_photos, 1)
+
+    def per_photo_bytes(self) -> float:
+        """What grows with the corpus: codes, locations and partition offsets per training photo."""
+        return (self.nbytes() - self.centroids.nbytes) / max(self.n_photos, 1)
+
+    def fixed_bytes(self) -> int:
+        """What does not grow with the corpus: the PQ codebooks (256 x the padded dimension x float32)."""
+        return int(self.centroids.nbytes)
 
     def with_settings(self, **settings) -> RefineIndex:
         return RefineIndex(**{**self.__dict__, "settings": {**self.settings, **settings}})
