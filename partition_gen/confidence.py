@@ -13,6 +13,7 @@ NumPy only.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ FEATURE_NAMES = (
     "top_share", "topk_entropy", "head_agreement", "mean_head_max_p", "moved", "neighbour_similarity",
 )  # fmt: skip
 DEFAULT_BINS = 10
+CONFIDENCE_FILE = "confidence.json"
 QUANTILES = (0.5, 0.9)
 
 
@@ -108,3 +110,35 @@ def coverage(errors_km: np.ndarray, radius_km: np.ndarray) -> float:
     """Share of photos whose error is within their radius."""
     err = np.asarray(errors_km, dtype=np.float64)
     return float(np.mean(err <= np.asarray(radius_km, dtype=np.float64))) if err.size else float("nan")
+
+
+def write_calibrations(directory: str, calibrations: Mapping[str, Calibration]) -> None:
+    """``confidence.json`` in ``directory`` (a model's ``refine/``; local or gs://)."""
+    import os
+
+    from schemas.io import is_remote
+
+    text = json.dumps({name: cal.to_json() for name, cal in calibrations.items()}, indent=1) + "\n"
+    if is_remote(directory):
+        from apache_beam.io.filesystems import FileSystems
+
+        with FileSystems.create(FileSystems.join(directory, CONFIDENCE_FILE)) as handle:
+            handle.write(text.encode())
+        return
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, CONFIDENCE_FILE + ".tmp")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, os.path.join(directory, CONFIDENCE_FILE))
+
+
+def load_calibrations(model_dir: str) -> dict[str, Calibration]:
+    """{method name: Calibration} of a model directory (its ``refine/confidence.json``); empty without one."""
+    from partition_gen.refine import index_dir
+    from schemas.io import join_path, path_exists, read_bytes
+
+    path = join_path(index_dir(model_dir), CONFIDENCE_FILE)
+    if not path_exists(path):
+        return {}
+    doc = json.loads(read_bytes(path).decode())
+    return {name: Calibration.from_json(entry) for name, entry in doc.items()}

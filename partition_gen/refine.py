@@ -338,6 +338,28 @@ def refined_name(method_name: str) -> str:
     return f"{method_name}{REFINED_SUFFIX}"
 
 
+def refine_predictions(
+    index: RefineIndex,
+    method_name: str,
+    method_partitions: Partitions,
+    full_partitions: Partitions,
+    topk_ids: np.ndarray,
+    lat: np.ndarray,
+    lng: np.ndarray,
+    embeddings: np.ndarray,
+) -> Refined | None:
+    """The "+R" answer for a method's predictions (top-k partition ids, Eq. 4 lat/lng, the photos' features),
+    with the settings chosen for it on the eval split; None when the index has none for this method.
+
+    For batch_predict and locate: ``index = load_index(model_dir)`` (None: no index, nothing to do).
+    ``topk_ids`` should hold at least ``settings["top_partitions"]`` columns (build_refine_index uses 20).
+    """
+    settings = (index.settings.get("methods") or {}).get(method_name)
+    if settings is None:
+        return None
+    return Refiner(index, method_partitions, full_partitions).refine(topk_ids, lat, lng, embeddings, **settings)
+
+
 # ------------------------------------------------------------------------------------------------ settings
 
 

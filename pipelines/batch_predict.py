@@ -389,8 +389,7 @@ class AccuracyExtras:
 
     @classmethod
     def load(cls, model_dir: str, partitions: Partitions) -> AccuracyExtras | None:
-        from partition_gen import refine
-        from pipelines.build_refine_index import load_confidence
+        from partition_gen import confidence, refine
 
         index = refine.load_index(model_dir)
         if index is None:
@@ -398,7 +397,7 @@ class AccuracyExtras:
         if index.partitions_id != partitions.partitions_id:
             raise ValueError(f"{refine.index_dir(model_dir)} was built for partitions {index.partitions_id}, "
                              f"not {partitions.partitions_id}")
-        return cls(index, load_confidence(model_dir), partitions)
+        return cls(index, confidence.load_calibrations(model_dir), partitions)
 
     def top_k(self, top_k: int) -> int:
         from pipelines.build_refine_index import CALIBRATION_TOP_K

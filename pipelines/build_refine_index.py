@@ -17,7 +17,6 @@ codes; the eval split is thousands of rows.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -31,7 +30,7 @@ from partition_gen.geo import haversine_km
 from partition_gen.partitions import load_partitions
 
 LOG = logging.getLogger("cplanet.build_refine_index")
-CONFIDENCE_FILE = "confidence.json"
+CONFIDENCE_FILE = confidence.CONFIDENCE_FILE
 CALIBRATION_TOP_K = 20
 
 
@@ -132,32 +131,9 @@ def build(examples_dir: str, model_dir: str, partitions_dir: str, code_bytes: in
     return summary
 
 
-def write_confidence(directory: str, calibrations: dict) -> None:
-    import os
-
-    from schemas.io import is_remote
-
-    text = json.dumps({name: cal.to_json() for name, cal in calibrations.items()}, indent=1) + "\n"
-    if is_remote(directory):
-        from apache_beam.io.filesystems import FileSystems
-
-        with FileSystems.create(FileSystems.join(directory, CONFIDENCE_FILE)) as handle:
-            handle.write(text.encode())
-        return
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, CONFIDENCE_FILE), "w") as handle:
-        handle.write(text)
-
-
-def load_confidence(model_dir: str) -> dict[str, confidence.Calibration]:
-    """{method name: Calibration} of a model directory; empty without ``refine/``."""
-    from schemas.io import join_path, path_exists, read_bytes
-
-    path = join_path(refine.index_dir(model_dir), CONFIDENCE_FILE)
-    if not path_exists(path):
-        return {}
-    doc = json.loads(read_bytes(path).decode())
-    return {name: confidence.Calibration.from_json(entry) for name, entry in doc.items()}
+# One copy of each helper: the files are read and written by partition_gen.confidence.
+write_confidence = confidence.write_calibrations
+load_confidence = confidence.load_calibrations
 
 
 def run(argv: Sequence[str] | None = None) -> dict:

@@ -169,7 +169,6 @@ def test_batch_predict_adds_refined_rows_and_radii_when_the_model_has_an_index(w
 
     from partition_gen.evaluation import evaluate
     from pipelines.batch_predict import VALID, CombineHeads
-    from pipelines.build_refine_index import write_confidence
 
     parts, rng = world["parts"], world["rng"]
     name = "CPlaNet[1-3]"
@@ -177,7 +176,8 @@ def test_batch_predict_adds_refined_rows_and_radii_when_the_model_has_an_index(w
     model_dir = str(tmp_path / "model")
     x, err = _synthetic(rng, 2000)
     cal = confidence.fit(np.column_stack([x, np.zeros((2000, 3))]), err)
-    write_confidence(refine.index_dir(model_dir), {name: cal, name + "+R": cal})
+    confidence.write_calibrations(refine.index_dir(model_dir), {name: cal, name + "+R": cal})
+    assert set(confidence.load_calibrations(model_dir)) == {name, name + "+R"}
     refine.save_index(world["index"].with_settings(methods={name: settings}), refine.index_dir(model_dir))
 
     node = rng.integers(0, 300, 16)
