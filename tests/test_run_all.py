@@ -46,6 +46,13 @@ def test_evaluation_json_has_the_specified_layout(chain):
         values = [row["accuracy"][str(t)] for t in THRESHOLDS]
         assert all(0.0 <= v <= 1.0 for v in values)
         assert values == sorted(values), f"{name}: accuracy must grow with the radius"
+    # Refinement rows and confidence radii (stage 6), and the epoch each head was exported from.
+    assert {"CPlaNet[1-5]+R", "CPlaNet[1-5,PlaNet]+R"} <= set(written["methods"])
+    for name in ("CPlaNet[1-5]", "CPlaNet[1-5]+R", "ClassSet 1"):
+        assert 0.0 < written["methods"][name]["within_radius50"] < written["methods"][name]["within_radius90"] <= 1.0
+    training = written["training"]
+    assert set(training["best_epoch"]) == {"set1", "set2", "set3", "set4", "set5", "planet"}
+    assert all(1 <= e <= training["epochs_run"] <= 4 for e in training["best_epoch"].values())
 
 
 def test_config_overrides_and_scaled_defaults_are_recorded(chain):
@@ -75,7 +82,7 @@ def test_resume_skips_complete_stages(chain, caplog):
     run_all.run(["--train", chain["train"], "--test", str(chain["test"]), "--workdir", str(chain["workdir"]),
                  "--config", str(chain["workdir"].parent / "config.json"), "--resume"])
     skipped = [r.getMessage() for r in caplog.records if "skipped (--resume)" in r.getMessage()]
-    assert len(skipped) == 6, skipped  # every stage but the evaluation, which always reruns
+    assert len(skipped) == 7, skipped  # every stage but the evaluation, which always reruns
 
 
 def test_figure4_command_draws_the_chosen_photo(chain, tmp_path):
