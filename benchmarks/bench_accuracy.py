@@ -7,10 +7,19 @@
 2. A real-signal run: YFCC25600 with its Places365 scene labels as the features, a held-out split, beside a
    prior-only baseline (always predict the densest place).
 
-Records ``accuracy`` in bench/results.json: the tables, the honest outcome (does CPlaNet[1-5] beat every
-single set at 1, 5, 10 and 25 km; does NormalizedSum beat SimpleSum) and each stage's rows/s.
+Each run is done twice, with one-hot labels and with haversine label smoothing (``--smoothing_km``), and
+``run_all`` adds the refinement rows ("CPlaNet[...]+R") and confidence radii, so every test set gets an
+ablation table: the paper's rows, + smoothing, + refinement, both, and the kNN baseline (the real-signal run
+in the same layout). Settings of the refinement and the radii are chosen on the eval split by run_all; the
+eval-split accuracies of both label choices are recorded too, which is where the smoothing default is decided.
 
-    python -m benchmarks.bench_accuracy [--n_train 100000] [--workdir out/bench_accuracy]
+Records ``accuracy`` in bench/results.json: the tables, the honest outcome (does CPlaNet[1-5] beat every
+single set at 1, 5, 10 and 25 km; does NormalizedSum beat SimpleSum; is CPlaNet[1-5]+R within 1 point of
+the better of CPlaNet[1-5] and kNN at every radius; do the 50 %/90 % radii hold 45-55 % / 85-95 %) and each
+stage's rows/s; and ``refinement``: index bytes per training photo (here and at 2048-d) and the
+refinement's images/s beside the combiner alone.
+
+    python -m benchmarks.bench_accuracy [--n_train 100000] [--workdir out/bench_accuracy] [--smoothing_km 75]
 """
 
 from __future__ import annotations
@@ -34,6 +43,9 @@ from schemas import io as artifact_io
 
 LOG = logging.getLogger("bench.accuracy")
 COMPARE_KM = (1, 5, 10, 25)
+KNN = "Deep-Ret (kNN, k=1)"
+SMOOTHED = " +LS"
+DEFAULT_SMOOTHING_KM = 75.0
 
 
 def _columns(path: str):
@@ -66,32 +78,89 @@ def outcome(report: dict) -> dict:
         result["normalizedsum_beats_simplesum"] = {
             str(km): bool(_acc(report, full, km) > _acc(report, simple, km)) for km in COMPARE_KM
         }
+    refined = f"{full}+R" if full else None
+    if refined in methods:
+        best_other = [m for m in (full, KNN) if m in methods]
+        result["refined_within_1_point_of_best"] = {
+            str(km): bool(_acc(report, refined, km) >= max(_acc(report, m, km) for m in best_other) - 0.01)
+            for km in report["thresholds_km"]
+        }
+        for name in (full, refined):
+            row = methods[name]
+            if "within_radius50" in row:
+                result[f"radii_{name}"] = {
+                    "within_radius50": row["within_radius50"], "within_radius90": row["within_radius90"],
+                    "holds_45_55": bool(0.45 <= row["within_radius50"] <= 0.55),
+                    "holds_85_95": bool(0.85 <= row["within_radius90"] <= 0.95),
+                }
     return result
 
 
-def _predict_and_evaluate(workdir: str, test_path: str, name: str) -> dict:
-    out = os.path.join(workdir, f"predictions_{name}")
-    batch_predict.run(["--manifest", test_path, "--model", os.path.join(workdir, "model"),
-                       "--partitions", os.path.join(workdir, "partitions"), "--output", out,
+def ablation(plain: dict, smoothed: dict | None, knn_row: dict | None = None) -> dict:
+    """One table: the plain run's rows (paper + "+R"), the smoothed run's combined rows marked " +LS", kNN."""
+    table = {key: value for key, value in plain.items() if key != "methods"}
+    table["methods"] = dict(plain["methods"])
+    if smoothed is not None:
+        for name, row in smoothed["methods"].items():
+            if name.startswith("CPlaNet["):
+                table["methods"][name + SMOOTHED] = row
+    if knn_row is not None:
+        table["methods"][KNN] = knn_row
+    return table
+
+
+def _predict_and_evaluate(run_dir: str, test_path: str, name: str) -> dict:
+    out = os.path.join(run_dir, f"predictions_{name}")
+    batch_predict.run(["--manifest", test_path, "--model", os.path.join(run_dir, "model"),
+                       "--partitions", os.path.join(run_dir, "partitions"), "--output", out,
                        "--run_date", "1970-01-01", "--methods", "paper"])
     return evaluate.run(["--predictions", batch_predict.run_output_dir(out, "1970-01-01"), "--truth", test_path,
-                         "--out", os.path.join(workdir, f"evaluation_{name}")])
+                         "--out", os.path.join(run_dir, f"evaluation_{name}")])
 
 
-def simulated(n_train: int, workdir: str, seed: int) -> dict:
+def _chain(paths: dict, test_names: list[str], run_dir: str, config) -> dict:
+    """run_all on the first test set, the same model and partitions on the others; tables by test set."""
+    first = test_names[0]
+    tables = {first: run_all.run_chain(paths["train"], paths[f"test_{first}"], run_dir, config)}
+    for name in test_names[1:]:
+        tables[name] = _predict_and_evaluate(run_dir, paths[f"test_{name}"], name)
+    return tables
+
+
+def _run_facts(run_dir: str) -> dict:
+    facts = {}
+    for key, file in (("training", "evaluation.json"), ("refine", "refine_summary.json")):
+        path = os.path.join(run_dir, file)
+        if os.path.exists(path):
+            doc = json.load(open(path))
+            facts[key] = doc.get("training") if key == "training" else doc
+    return facts
+
+
+def _eval_split(facts: dict, method: str) -> dict | None:
+    row = (facts.get("refine") or {}).get("methods", {}).get(method)
+    return None if row is None else row.get("eval_accuracy")
+
+
+def simulated(n_train: int, workdir: str, seed: int, smoothing_km: float | None) -> dict:
     sample_dir = os.path.join(workdir, "sample")
     t0 = time.time()
     paths = sample_data.make_sample(sample_dir, n_train=n_train, seed=seed)
     sample_seconds = time.time() - t0
+    names = ["im2gps3k", "yfcc4k"]
     run_dir = os.path.join(workdir, "run")
-    tables = {"im2gps3k": run_all.run_chain(paths["train"], paths["test_im2gps3k"], run_dir, run_all.RunConfig(seed=seed))}
-    tables["yfcc4k"] = _predict_and_evaluate(run_dir, paths["test_yfcc4k"], "yfcc4k")
+    plain = _chain(paths, names, run_dir, run_all.RunConfig(seed=seed))
+    smoothed, smooth_dir = None, os.path.join(workdir, "run_smoothed")
+    if smoothing_km:
+        smoothed = _chain(paths, names, smooth_dir, run_all.RunConfig(seed=seed, label_smoothing_km=smoothing_km))
 
     _, train_lat, train_lng, train_emb = _columns(paths["train"])
-    for name in ("im2gps3k", "yfcc4k"):
+    tables = {}
+    for name in names:
         _, lat, lng, emb = _columns(paths[f"test_{name}"])
         p_lat, p_lng = knn_predict(train_emb, train_lat, train_lng, emb, k=1)
-        tables[name]["methods"]["Deep-Ret (kNN, k=1)"] = _row(haversine_km(lat, lng, p_lat, p_lng))
+        knn = _row(haversine_km(lat, lng, p_lat, p_lng))
+        tables[name] = ablation(plain[name], smoothed[name] if smoothed else None, knn)
 
     with open(os.path.join(run_dir, "stage_seconds.json")) as f:
         seconds = json.load(f)
@@ -99,18 +168,87 @@ def simulated(n_train: int, workdir: str, seed: int) -> dict:
     throughput = {"sample_data_photos_per_s": round(n_train / sample_seconds)}
     for stage, secs in seconds.items():
         throughput[f"{stage} (s)"] = secs
-    return {"tables": tables, "run_config": config, "stage_seconds": throughput}
+    facts = {"plain": _run_facts(run_dir)}
+    if smoothing_km:
+        facts["smoothed"] = _run_facts(smooth_dir)
+    return {"tables": tables, "run_config": config, "stage_seconds": throughput, "facts": facts,
+            "paths": paths, "run_dir": run_dir}
 
 
-def scene(workdir: str, seed: int) -> dict:
+def scene(workdir: str, seed: int, smoothing_km: float | None) -> dict:
     paths = sample_data.make_scene_sample(os.path.join(workdir, "scene_sample"), seed=seed)
-    report = run_all.run_chain(paths["train"], paths["test"], os.path.join(workdir, "scene_run"),
-                               run_all.RunConfig(seed=seed))
-    _, train_lat, train_lng, _ = _columns(paths["train"])
-    _, lat, lng, _ = _columns(paths["test"])
+    paths["test_scene"] = paths["test"]
+    plain = _chain(paths, ["scene"], os.path.join(workdir, "scene_run"), run_all.RunConfig(seed=seed))["scene"]
+    smoothed = None
+    if smoothing_km:
+        smoothed = _chain(paths, ["scene"], os.path.join(workdir, "scene_run_smoothed"),
+                          run_all.RunConfig(seed=seed, label_smoothing_km=smoothing_km))["scene"]
+    _, train_lat, train_lng, train_emb = _columns(paths["train"])
+    _, lat, lng, emb = _columns(paths["test"])
+    p_lat, p_lng = knn_predict(train_emb, train_lat, train_lng, emb, k=1)
+    report = ablation(plain, smoothed, _row(haversine_km(lat, lng, p_lat, p_lng)))
     p_lat, p_lng = prior_only_baseline(train_lat, train_lng).predict(len(lat))
     report["methods"]["Prior only (densest place)"] = _row(haversine_km(lat, lng, p_lat, p_lng))
     return report
+
+
+def refinement_figures(sim: dict, n_2048: int, seed: int) -> dict:
+    """Index bytes per photo (this run, and an index over 2048-d features) and images/s with and without it."""
+    from partition_gen import refine
+    from partition_gen.evaluation import parse_method
+    from partition_gen.partitions import load_partitions
+    from pipelines.build_refine_index import predict_probabilities, read_split, refined_methods
+
+    run_dir = sim["run_dir"]
+    parts = load_partitions(os.path.join(run_dir, "partitions"))
+    index = refine.load_index(os.path.join(run_dir, "model"))
+    merged = [m for m in refined_methods(parts.set_names) if "," not in m.name]
+    method = parse_method(max(merged, key=lambda m: len(m.set_names)).name, parts.set_names)  # CPlaNet[1-N]
+    _, _, _, emb = _columns(sim["paths"]["test_im2gps3k"])
+    probs = predict_probabilities(os.path.join(run_dir, "model"), parts, emb)
+    combiner = method.combiner(parts, top_k=20)
+    settings = index.settings["methods"][method.name]
+    refiner = refine.Refiner(index, combiner.partitions, parts)
+    combiner.predict(probs)  # warm-up
+    t0 = time.perf_counter()
+    pred = combiner.predict(probs)
+    combine_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out = refiner.refine(pred.topk_ids, pred.lat, pred.lng, emb, **settings)
+    refine_s = time.perf_counter() - t0
+
+    # The same index over 2048-d features (Inception v3's size): simulated photos of the same feature model.
+    train = read_split(os.path.join(run_dir, "examples"), "train")
+    k = min(n_2048, len(train["lat"]))
+    wide = sample_data.simulate_photos(train["lat"][:k], train["lng"][:k], seed, dim=2048)
+    wide_index = refine.build_index(wide, train["lat"][:k], train["lng"][:k],
+                                    refine.photo_partitions(parts, {n: v[:k] for n, v in train["labels"].items()}),
+                                    parts, code_bytes=refine.DEFAULT_CODE_BYTES, seed=seed)
+    # Codes + float32 location per photo, partition offsets and codebooks spread over this run's corpus.
+    at_corpus = wide_index.codes.shape[1] + 8 + (wide_index.indptr.nbytes + wide_index.fixed_bytes()) / index.n_photos
+    return {
+        "method": refine.refined_name(method.name),
+        "settings_chosen_on_eval_split": settings,
+        "index_photos": index.n_photos,
+        "index_dim": index.dim,
+        "index_bytes_per_photo": round(index.bytes_per_photo(), 2),
+        "index_per_photo_bytes": round(index.per_photo_bytes(), 2),
+        "index_codebook_bytes": index.fixed_bytes(),
+        # At 2048-d: what grows with the corpus (codes, location, partition offsets) and the fixed codebooks,
+        # and the total per photo at this run's corpus size.
+        "index_2048d_photos_encoded": k,
+        "per_photo_bytes_2048d": round(wide_index.per_photo_bytes(), 2),
+        "codebook_bytes_2048d": wide_index.fixed_bytes(),
+        "bytes_per_photo_2048d_at_this_corpus": round(at_corpus, 2),
+        "float32_bytes_per_photo_2048d": 2048 * 4,
+        "bytes_per_photo_goal_2048d": 64,
+        "goal_met": bool(at_corpus <= 64),
+        "images": int(len(emb)),
+        "combiner_images_per_s": round(len(emb) / combine_s, 1),
+        "combiner_plus_refinement_images_per_s": round(len(emb) / (combine_s + refine_s), 1),
+        "refinement_alone_images_per_s": round(len(emb) / refine_s, 1),
+        "moved_share_im2gps3k": float(out.moved.mean()),
+    }
 
 
 def main(argv=None) -> None:
@@ -118,27 +256,40 @@ def main(argv=None) -> None:
     parser.add_argument("--n_train", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default=os.path.join("out", "bench_accuracy"))
+    parser.add_argument("--smoothing_km", type=float, default=DEFAULT_SMOOTHING_KM,
+                        help="tau of the label-smoothing ablation; 0 skips it")
+    parser.add_argument("--n_2048", type=int, default=20_000, help="photos of the 2048-d index-size measurement")
+    parser.add_argument("--no_scene", action="store_true", help="skip the real-signal run (development)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("apache_beam", "absl", "tensorflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    sim = simulated(args.n_train, args.workdir, args.seed)
-    real = scene(args.workdir, args.seed)
+    sim = simulated(args.n_train, args.workdir, args.seed, args.smoothing_km or None)
+    real = None if args.no_scene else scene(args.workdir, args.seed, args.smoothing_km or None)
     figures = {
         "summary": f"Simulated features, {args.n_train:,} training photos at MP-16 locations (seed {args.seed}); "
                    "test photos at the real Im2GPS3k / YFCC4k coordinates. Real-signal run: YFCC25600 "
-                   "Places365 scene labels as features.",
+                   "Places365 scene labels as features. Rows ' +LS': the same run trained with haversine "
+                   f"label smoothing (tau {args.smoothing_km:g} km); '+R': refinement inside the combination.",
         "im2gps3k": sim["tables"]["im2gps3k"],
         "yfcc4k": sim["tables"]["yfcc4k"],
-        "yfcc25600_scene_labels": real,
         "outcome_im2gps3k": outcome(sim["tables"]["im2gps3k"]),
         "outcome_yfcc4k": outcome(sim["tables"]["yfcc4k"]),
         "run_config": sim["run_config"],
         "stage_seconds": sim["stage_seconds"],
+        "training_and_eval_split": sim["facts"],
     }
+    if real is not None:
+        figures["yfcc25600_scene_labels"] = real
     for name in ("im2gps3k", "yfcc4k", "yfcc25600_scene_labels"):
-        print(to_markdown(figures[name], name))
+        if name in figures:
+            print(to_markdown(figures[name], name))
     print(json.dumps({k: figures[k] for k in ("outcome_im2gps3k", "outcome_yfcc4k")}, indent=2))
     record("accuracy", figures)
+    refinement = refinement_figures(sim, args.n_2048, args.seed)
+    print(json.dumps(refinement, indent=2))
+    record("refinement", refinement)
 
 
 if __name__ == "__main__":

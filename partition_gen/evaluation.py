@@ -161,8 +161,14 @@ def evaluate(
     truth_lat: Sequence[float],
     truth_lng: Sequence[float],
     thresholds_km: Sequence[float] = THRESHOLDS_KM,
+    pred_radius50_km: Sequence[float] | None = None,
+    pred_radius90_km: Sequence[float] | None = None,
 ) -> dict:
-    """Per-method accuracies (fractions) and counts; adds the Average[...] rows."""
+    """Per-method accuracies (fractions) and counts; adds the Average[...] rows.
+
+    With confidence radii (NaN where a row has none), a method whose rows have them also reports
+    ``within_radius50`` / ``within_radius90``: the share of its scored photos whose error is within the radius.
+    """
     truth_ids = np.asarray(truth_photo_ids).astype(str)
     order = np.argsort(truth_ids)
     truth_ids = truth_ids[order]
@@ -189,6 +195,13 @@ def evaluate(
             "median_km": float(np.median(dist)) if dist.size else None,
             "accuracy": accuracy_dict(accuracy_at(dist, thresholds_km), thresholds_km),
         }
+        for key, radii in (("within_radius50", pred_radius50_km), ("within_radius90", pred_radius90_km)):
+            if radii is None:
+                continue
+            r = np.asarray(radii, dtype=np.float64)[rows][matched]
+            has = np.isfinite(r)
+            if has.any():
+                report["methods"][method][key] = float(np.mean(dist[has] <= r[has]))
     _add_averages(report)
     return report
 
@@ -216,7 +229,10 @@ def _add_averages(report: dict) -> None:
 
 
 def _row_order(name: str) -> tuple:
-    """Table 2 order: PlaNet, ClassSet i, Average, SimpleSum, CPlaNet (fewer sets first), then others."""
+    """Table 2 order: PlaNet, ClassSet i, Average, SimpleSum, CPlaNet (fewer sets first), then others; a
+    refined method ("CPlaNet[1-5]+R") right after its own row."""
+    if name.endswith("+R"):
+        return (*_row_order(name[:-2])[:2], name)
     if name == PLANET_DISPLAY:
         return (0, 0, name)
     if name.startswith("ClassSet "):

@@ -130,8 +130,9 @@ class KerasDictModelHandler(ModelHandler):
     """Numpy examples (an embedding or an image) -> ``PredictionResult`` with ``{set_name: probabilities}``."""
 
     def __init__(self, model_uri: str, set_names: Sequence[str], model_id: str, min_batch_size: int = 8,
-                 max_batch_size: int = 256):
+                 max_batch_size: int = 256, keep_inputs: bool = False):
         super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size)
+        self._keep_inputs = keep_inputs
         self._model_uri = model_uri
         self._set_names = list(set_names)
         self._model_id = model_id
@@ -151,9 +152,11 @@ class KerasDictModelHandler(ModelHandler):
         if not isinstance(outputs, dict):
             raise ValueError(f"model {self._model_uri} returned {type(outputs).__name__}, expected a dict of heads")
         heads = {name: np.asarray(outputs[name]) for name in self._set_names}
-        # The example itself is not kept: an image or embedding per photo would double the shuffle volume.
+        # The example itself is not kept (an image or embedding per photo would double the shuffle volume),
+        # except embeddings when the model has a refinement index, whose search needs them.
         return [
-            PredictionResult(None, {name: heads[name][i] for name in self._set_names}, self._model_id)
+            PredictionResult(batch[i] if self._keep_inputs else None,
+                             {name: heads[name][i] for name in self._set_names}, self._model_id)
             for i in range(len(batch))
         ]
 
@@ -301,16 +304,19 @@ class _CombineFn(beam.DoFn):
     """A batch of (photo_id, head probabilities) -> one predictions row per photo and method."""
 
     def __init__(self, partitions_dir: str, methods: str | Sequence[str] | None, top_k: int, run_date: str,
-                 partitions: Partitions | None = None):
+                 partitions: Partitions | None = None, model_dir: str | None = None):
         self._dir, self._spec, self._top_k, self._run_date = partitions_dir, methods, top_k, run_date
         self._partitions = partitions
+        self._model_dir = model_dir
         self._rows_out = Metrics.counter(JOB, ROWS_OUT)
 
     def setup(self):
         parts = self._partitions if self._partitions is not None else load_partitions(self._dir)
         self._set_names = parts.set_names
         self._methods = resolve_methods(self._spec, parts.set_names)
-        self._combiners = {m.name: m.combiner(parts, self._top_k) for m in self._methods}
+        self._extras = AccuracyExtras.load(self._model_dir, parts) if self._model_dir else None
+        top_k = self._extras.top_k(self._top_k) if self._extras else self._top_k
+        self._combiners = {m.name: m.combiner(parts, top_k) for m in self._methods}
         self._gazetteer = gazetteer()  # built once per worker (~2 s), then vectorised lookups per batch
 
     def process(self, batch):
@@ -330,31 +336,40 @@ class _CombineFn(beam.DoFn):
         probs = {n: p[kept] for n, p in probs.items()}
         self._rows_out.inc(int(kept.size))
         yield beam.pvalue.TaggedOutput(PREDICTED, (ROWS_OUT, int(kept.size)))
+        embeddings = None
+        if self._extras is not None and all(r.example is not None for _, r in batch):
+            embeddings = np.stack([np.asarray(batch[i][1].example, dtype=np.float32) for i in kept])
         for method in self._methods:
             combiner = self._combiners[method.name]
             pred = combiner.predict(probs)
             partitions_id = combiner.partitions.partitions_id
-            places = self._gazetteer.nearest(pred.lat, pred.lng)
-            place_names = places.names()
-            for j, i in enumerate(kept):
-                valid = pred.topk_ids[j] >= 0
-                yield {
-                    c.PHOTO_ID: ids[i],
-                    c.METHOD: method.name,
-                    c.LAT: float(pred.lat[j]),
-                    c.LNG: float(pred.lng[j]),
-                    c.SCORE: float(pred.score[j]),
-                    c.TOPK_PARTITION_IDS: pred.topk_ids[j][valid].tolist(),
-                    c.TOPK_SCORES: pred.topk_scores[j][valid].tolist(),
-                    c.TOPK_LAT: pred.topk_lat[j][valid].tolist(),
-                    c.TOPK_LNG: pred.topk_lng[j][valid].tolist(),
-                    c.MODEL_ID: model_ids[i],
-                    c.PARTITIONS_ID: partitions_id,
-                    c.RUN_DATE: self._run_date,
-                    c.COUNTRY_CODE: places.country_code[j],
-                    c.ADMIN1: places.admin1[j],
-                    c.PLACE_NAME: place_names[j],
-                }
+            variants = [(method.name, pred.lat, pred.lng, (None, None))]
+            if self._extras is not None:
+                variants = self._extras.variants(method.name, combiner, pred, probs, embeddings)
+            for name, lat, lng, (radius50, radius90) in variants:
+                places = self._gazetteer.nearest(lat, lng)
+                place_names = places.names()
+                for j, i in enumerate(kept):
+                    valid = pred.topk_ids[j, : self._top_k] >= 0
+                    yield {
+                        c.PHOTO_ID: ids[i],
+                        c.METHOD: name,
+                        c.LAT: float(lat[j]),
+                        c.LNG: float(lng[j]),
+                        c.SCORE: float(pred.score[j]),
+                        c.TOPK_PARTITION_IDS: pred.topk_ids[j, : self._top_k][valid].tolist(),
+                        c.TOPK_SCORES: pred.topk_scores[j, : self._top_k][valid].tolist(),
+                        c.TOPK_LAT: pred.topk_lat[j, : self._top_k][valid].tolist(),
+                        c.TOPK_LNG: pred.topk_lng[j, : self._top_k][valid].tolist(),
+                        c.MODEL_ID: model_ids[i],
+                        c.PARTITIONS_ID: partitions_id,
+                        c.RUN_DATE: self._run_date,
+                        c.RADIUS50_KM: None if radius50 is None else float(radius50[j]),
+                        c.RADIUS90_KM: None if radius90 is None else float(radius90[j]),
+                        c.COUNTRY_CODE: places.country_code[j],
+                        c.ADMIN1: places.admin1[j],
+                        c.PLACE_NAME: place_names[j],
+                    }
 
 
 class CombineHeads(beam.PTransform):
@@ -364,9 +379,9 @@ class CombineHeads(beam.PTransform):
     """
 
     def __init__(self, partitions_dir: str | None, methods=None, top_k: int = 5, run_date: str = "",
-                 batch_size: int = 512, partitions: Partitions | None = None):
+                 batch_size: int = 512, partitions: Partitions | None = None, model_dir: str | None = None):
         super().__init__()
-        self._fn = _CombineFn(partitions_dir, methods, top_k, run_date, partitions)
+        self._fn = _CombineFn(partitions_dir, methods, top_k, run_date, partitions, model_dir)
         self._batch_size = batch_size
 
     def expand(self, results):
@@ -375,6 +390,65 @@ class CombineHeads(beam.PTransform):
             | "Batch photos for the combiner" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._batch_size)
             | "Combine the heads over partitions" >> beam.ParDo(self._fn).with_outputs(DEAD, PREDICTED, main=VALID)
         )
+
+
+# ------------------------------------------------------------------------------------------------- accuracy extras
+# Refinement rows ("<method>+R") and confidence radii, when the model directory has refine/ (written by
+# pipelines.build_refine_index). Kept apart from the combiner above: without refine/ nothing here runs.
+
+
+def has_accuracy_extras(model_dir: str) -> bool:
+    from partition_gen import refine
+
+    return FileSystems.exists(FileSystems.join(refine.index_dir(model_dir), "_SUCCESS"))
+
+
+class AccuracyExtras:
+    """The refinement index and confidence calibrations of a model, applied to one method's predictions."""
+
+    def __init__(self, index, calibrations: dict, partitions: Partitions):
+        self.index, self.calibrations, self.partitions = index, calibrations, partitions
+        self._refiners: dict = {}
+
+    @classmethod
+    def load(cls, model_dir: str, partitions: Partitions) -> AccuracyExtras | None:
+        from partition_gen import confidence, refine
+
+        index = refine.load_index(model_dir)
+        if index is None:
+            return None
+        if index.partitions_id != partitions.partitions_id:
+            raise ValueError(f"{refine.index_dir(model_dir)} was built for partitions {index.partitions_id}, "
+                             f"not {partitions.partitions_id}")
+        return cls(index, confidence.load_calibrations(model_dir), partitions)
+
+    def top_k(self, top_k: int) -> int:
+        from pipelines.build_refine_index import CALIBRATION_TOP_K
+
+        return max(top_k, CALIBRATION_TOP_K)
+
+    def variants(self, name: str, combiner, pred, probs: dict, embeddings: np.ndarray | None) -> list:
+        """[(method name, lat, lng, (radius50, radius90))]: the method itself, then its "+R" row if it has one."""
+        from partition_gen import confidence, refine
+
+        heads = [probs[n] for n in combiner.partitions.set_names]
+        tuples = combiner.partitions.tuples
+        features = confidence.combiner_features(pred.topk_ids, pred.topk_scores[:, :5], tuples, heads)
+        out = [(name, pred.lat, pred.lng, self._radii(name, features))]
+        settings = (self.index.settings.get("methods") or {}).get(name)
+        if settings is None or embeddings is None:
+            return out
+        if name not in self._refiners:
+            self._refiners[name] = refine.Refiner(self.index, combiner.partitions, self.partitions)
+        moved = self._refiners[name].refine(pred.topk_ids, pred.lat, pred.lng, embeddings, **settings)
+        features = confidence.combiner_features(pred.topk_ids, pred.topk_scores[:, :5], tuples, heads,
+                                                moved.moved, moved.similarity)
+        refined = refine.refined_name(name)
+        return out + [(refined, moved.lat, moved.lng, self._radii(refined, features))]
+
+    def _radii(self, name: str, features: np.ndarray):
+        calibration = self.calibrations.get(name)
+        return (None, None) if calibration is None else calibration.radii(features)
 
 
 # ------------------------------------------------------------------------------------------------- job
@@ -410,14 +484,18 @@ def build_pipeline(
     model_file = FileSystems.join(model_dir, FEATURES_MODEL if kind == FEATURES else GEOLOCATOR_MODEL)
     # Only the columns this kind needs: the CSV reader refuses to select a column the file does not have.
     input_column = c.EMBEDDING if kind == FEATURES else c.IMAGE_URI
-    handler = KerasDictModelHandler(model_file, model["set_names"], model["model_id"])
+    # Refinement searches by the photo's features, so they travel with the heads' output when there is an index.
+    keep = kind == FEATURES and has_accuracy_extras(model_dir)
+    handler = KerasDictModelHandler(model_file, model["set_names"], model["model_id"], keep_inputs=keep)
     photos = (
         pipeline
         | "Read the manifest" >> ReadTableBatches(manifest, JOB, columns=[c.PHOTO_ID, input_column])
         | "Prepare model inputs" >> ReadPhotosToPredict(kind, int(model["embedding_dim"]))
     )
     heads = photos[VALID] | "Predict class probabilities" >> RunHeads(handler)
-    predictions = heads[VALID] | "Combine into locations" >> CombineHeads(partitions_dir, methods, top_k, run_date)
+    predictions = heads[VALID] | "Combine into locations" >> CombineHeads(
+        partitions_dir, methods, top_k, run_date, model_dir=model_dir
+    )
     book = ledger(pipeline)
     book.tally_by(predictions[PREDICTED], _pass, "Tally the photos predicted")
     book.written(

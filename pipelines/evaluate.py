@@ -58,7 +58,9 @@ def read_truth(path: str, id_column: str = c.PHOTO_ID, lat_column: str = c.LAT, 
 def evaluate_files(
     predictions: str, truth: pa.Table, methods: Sequence[str] | None = None
 ) -> dict:
-    table = read_table(predictions, columns=[c.PHOTO_ID, c.METHOD, c.LAT, c.LNG])
+    table = read_table(predictions)
+    radius_columns = [n for n in (c.RADIUS50_KM, c.RADIUS90_KM) if n in table.column_names]
+    table = table.select([c.PHOTO_ID, c.METHOD, c.LAT, c.LNG] + radius_columns)
     if methods:
         wanted = np.isin(table.column(c.METHOD).to_numpy(zero_copy_only=False), list(methods))
         table = table.filter(pa.array(wanted))
@@ -66,9 +68,14 @@ def evaluate_files(
     def col(t, name):
         return t.column(name).to_numpy(zero_copy_only=False)
 
+    def radii(name):
+        # Confidence radii (batch_predict with a model's refine/); null where a row has none.
+        return table.column(name).to_numpy(zero_copy_only=False).astype(np.float64) if name in radius_columns else None
+
     return evaluate(
         col(table, c.PHOTO_ID), col(table, c.METHOD), col(table, c.LAT), col(table, c.LNG),
         col(truth, c.PHOTO_ID), col(truth, c.LAT), col(truth, c.LNG),
+        pred_radius50_km=radii(c.RADIUS50_KM), pred_radius90_km=radii(c.RADIUS90_KM),
     )
 
 

@@ -18,8 +18,12 @@ told ``--allow_random_backbone`` and says so. The stages, each writing one artif
 3. ``examples/``    ``pipelines.make_examples``: TFRecord shards, a label per set (Beam)
 4. ``train/``, ``model/``  ``trainer.train``: one softmax head per set on the frozen features, exported
 5. ``partitions/``  ``partition_gen.partitions``: every non-empty intersection of the sets
-6. ``predictions/`` ``pipelines.batch_predict``: the paper's methods on TEST (Beam, RunInference)
-7. ``evaluation.json`` (+ ``.md``, ``accuracy.png``) ``pipelines.evaluate``: accuracy at 1 … 2500 km
+6. ``model/refine/`` ``pipelines.build_refine_index``: the refinement index (PQ codes of the train split) and
+   the confidence radii, both chosen on the eval split (``refine: false`` skips it)
+7. ``predictions/`` ``pipelines.batch_predict``: the paper's methods on TEST (Beam, RunInference), with
+   "CPlaNet[...]+R" rows and radius50_km/radius90_km when step 6 ran
+8. ``evaluation.json`` (+ ``.md``, ``accuracy.png``) ``pipelines.evaluate``: accuracy at 1 … 2500 km, the share
+   of photos within their radii, and the epoch each head was exported from (``training``)
 
 Defaults scale with the data (see ``scaled_defaults``); every one is overridable in ``--config FILE`` (JSON
 or YAML, keys of :class:`RunConfig`). ``--resume`` skips stages whose artifact is already complete.
@@ -50,6 +54,8 @@ from schemas.cli import Parser, UsageError, nearest_flag
 LOG = logging.getLogger("cplanet.run_all")
 BACKBONE_FILE = "backbone.keras"
 BACKBONE_RECORD_FILE = "backbone.json"
+# Below this the PQ codebooks (256 centroids per sub-vector) and the eval-split calibration have too little data.
+MIN_REFINE_PHOTOS = 2000
 
 
 @dataclasses.dataclass
@@ -69,7 +75,18 @@ class RunConfig:
     planet_t_max: int | None = None
     planet_t_min: int | None = None
     eval_fraction: float = 0.1
+    # The most epochs to train; early stopping on the eval split (patience epochs without a better eval top-1
+    # in any head) ends training sooner, and each head is exported at its best epoch.
     epochs: int | None = None
+    early_stopping_patience: int | None = 2
+    # An eval top-1 gain below this is no improvement: the standard error of top-1 on an eval split of 10k
+    # photos is about 0.005, and gains of 0.001 on a plateau kept 100k-photo runs going for many epochs.
+    early_stopping_min_delta: float = 0.002
+    # Haversine label smoothing tau (km); None: one-hot labels (see bench/REPORT.md for the ablation).
+    label_smoothing_km: float | None = None
+    # Refinement index + confidence radii (stage 6); bytes of PQ code per training photo.
+    refine: bool = True
+    code_bytes: int = 32
     batch_size: int = 256
     learning_rate: float = 0.005
     top_k: int = 5
@@ -111,9 +128,9 @@ def scaled_defaults(config: RunConfig, n_train: int) -> RunConfig:
     # classes as the merged sets when t_max is twice their mean class size.
     t_max = config.planet_t_max or max(4, 2 * n_train // classes)
     t_min = config.planet_t_min or max(1, t_max // 20)
-    # About 400k example visits in all, between 3 and 20 passes: the heads sit on frozen features and
-    # their held-out accuracy levels off within a few hundred thousand visits (see train/curves).
-    epochs = config.epochs or int(min(20, max(3, round(400_000 / max(n_train, 1)))))
+    # A budget of about 2M example visits, between 8 and 40 passes; early stopping on the eval split decides
+    # where training actually ends (the heads' held-out accuracy levels off within a few hundred thousand).
+    epochs = config.epochs or int(min(40, max(8, round(2_000_000 / max(n_train, 1)))))
     return dataclasses.replace(config, classes_per_set=classes, planet_t_max=t_max, planet_t_min=t_min, epochs=epochs)
 
 
@@ -240,8 +257,11 @@ def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args:
     if artifacts.exists(record_path):
         previous = artifacts.read_json(record_path)
         # Only the stages after training read TEST and the figure choice; everything else shapes artifacts
-        # that would be kept or mixed, so a change there must start afresh rather than mix two runs.
-        changed = sorted(k for k in record if k not in ("test", "figure_photo_id", "methods", "top_k")
+        # that --resume would keep, so a change there must start afresh rather than mix two runs.
+        # Training length settings are resumable in the trainer itself (it continues or stops where it is).
+        resumable = ("test", "figure_photo_id", "methods", "top_k", "refine", "epochs", "early_stopping_patience",
+                     "early_stopping_min_delta")
+        changed = sorted(k for k in record if k not in resumable
                          and previous.get(k) != record[k])
         if changed and resume:
             differences = ", ".join(f"{k}: {previous.get(k)!r} -> {record[k]!r}" for k in changed)
@@ -254,7 +274,7 @@ def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args:
 
     path = {name: artifacts.join(workdir, name) for name in
             ("bucket", "sets", "examples", "train", "model", "partitions", "predictions")}
-    stages = Stages(workdir, resume, total=7)
+    stages = Stages(workdir, resume, total=8)
     cells, photos = artifacts.join(path["bucket"], "cells"), artifacts.join(path["bucket"], "photos")
 
     stages.run("bucket photos into S2 cells", cells, lambda: bucket_cells.launch(
@@ -272,7 +292,10 @@ def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args:
 
     def train_and_export():
         params = hparams.HParams(epochs=config.epochs, batch_size=config.batch_size,
-                                 learning_rate=config.learning_rate, seed=config.seed, verbose=0)
+                                 learning_rate=config.learning_rate, seed=config.seed, verbose=0,
+                                 early_stopping_patience=config.early_stopping_patience or None,
+                                 early_stopping_min_delta=config.early_stopping_min_delta,
+                                 label_smoothing_km=config.label_smoothing_km or None)
         if not resume:
             artifacts.delete_tree(path["train"])  # a fresh run trains afresh (--resume continues checkpoints)
         # The trainer reads and writes local files; a gs:// workdir is mirrored through Beam's FileSystems
@@ -280,6 +303,8 @@ def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args:
         with local_mirror(path["examples"]) as examples, local_mirror(path["sets"]) as sets, \
                 local_mirror(path["train"], write_back=True) as job_dir:
             result = trainer_train.train(examples, sets, job_dir, params)
+        # Each head at its best eval epoch when training kept one (early stopping), else the last epoch.
+        heads = result.best_model if result.best_model is not None else result.model
         export = {"with_geolocator": False}
         if extraction is not None:
             # The very backbone the features came from, recorded as what it is (e.g. inception_v3, random).
@@ -289,7 +314,7 @@ def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args:
                 # The saved .keras carries its weights; the record says what they are (checked by checksum).
                 export = {"with_geolocator": True, "backbone": os.path.join(local_backbone, BACKBONE_FILE),
                           "backbone_record": backbone_info}
-                trainer_export.export_model(result.model, path["model"], sets_binding,
+                trainer_export.export_model(heads, path["model"], sets_binding,
                                             trained_checksum=result.binding.checksum, **export)
             return
         if backbone_weights is not None or backbone != "inception_v3":
@@ -298,7 +323,7 @@ def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args:
         else:
             # Embeddings of unrecorded origin: a geolocator on a guessed (random) backbone would be a lie.
             LOG.info("no --backbone_weights: exporting the features model only (no image geolocator)")
-        trainer_export.export_model(result.model, path["model"], sets_binding,
+        trainer_export.export_model(heads, path["model"], sets_binding,
                                     trained_checksum=result.binding.checksum, **export)
 
     sets_binding = artifacts.read_json(artifacts.join(path["sets"], "sets.json"))
@@ -310,6 +335,24 @@ def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args:
         LOG.info("%d combinatorial partitions over %d nodes", parts.n_partitions, parts.total_nodes)
 
     stages.run("build combinatorial partitions", path["partitions"], build_partitions)
+
+    def build_refinement():
+        from pipelines import build_refine_index
+
+        summary = build_refine_index.build(path["examples"], path["model"], path["partitions"],
+                                           config.code_bytes, config.seed)
+        artifacts.write_json(artifacts.join(workdir, "refine_summary.json"), summary)
+
+    if config.refine and n_train < MIN_REFINE_PHOTOS:
+        LOG.info("refinement index skipped: %d training photos, it needs %d", n_train, MIN_REFINE_PHOTOS)
+        stages.run("refinement index (too few photos)", None, lambda: None)
+    elif config.refine:
+        from partition_gen.refine import index_dir
+
+        stages.run("build the refinement index and calibrate confidence radii", index_dir(path["model"]),
+                   build_refinement)
+    else:
+        stages.run("refinement index (off in the config)", None, lambda: None)
 
     run_date = "1970-01-01"  # evaluation runs are not nightly runs; a fixed date makes reruns replace them
     # Random weights were asked for by name (tests): the predictions may use them, and say so.
@@ -325,6 +368,11 @@ def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args:
 
     def run_evaluation():
         report.update(evaluate.evaluate_to(predictions, test, workdir))
+        # The epoch each head was exported from, so the training budget is a reported fact, not a guess.
+        report["training"] = training_summary_of(path["train"])
+        LOG.info("heads exported at their best eval epochs %s (%d epochs run%s)", report["training"]["best_epoch"],
+                 report["training"]["epochs_run"], ", stopped early" if report["training"]["stopped_early"] else "")
+        artifacts.write_json(artifacts.join(workdir, "evaluation.json"), report)
 
     stages.run("evaluate", None, run_evaluation)
     figure = draw_progressive_map(workdir, test, path["model"], path["sets"], path["partitions"],
@@ -332,6 +380,17 @@ def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args:
     LOG.info("Figure 4 (sets added one by one) for one test photo: %s", figure)
     artifacts.write_json(artifacts.join(workdir, "stage_seconds.json"), stages.seconds)
     return report
+
+
+def training_summary_of(job_dir: str) -> dict:
+    """``trainer.train.training_summary`` of a local or gs:// job dir (it reads only the state file)."""
+    from trainer.train import STATE_FILE, training_summary
+
+    if not artifacts.is_remote(job_dir):
+        return training_summary(job_dir)
+    with tempfile.TemporaryDirectory() as local:
+        artifacts.copy_file(artifacts.join(job_dir, STATE_FILE), os.path.join(local, STATE_FILE))
+        return training_summary(local)
 
 
 @contextlib.contextmanager

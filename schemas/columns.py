@@ -41,6 +41,9 @@ RUN_DATE = "run_date"
 COUNTRY_CODE = "country_code"
 ADMIN1 = "admin1"
 PLACE_NAME = "place_name"
+# Confidence radii of a prediction (partition_gen.confidence): half / 90 % of eval photos fall within them.
+RADIUS50_KM = "radius50_km"
+RADIUS90_KM = "radius90_km"
 
 SPLIT = "split"
 

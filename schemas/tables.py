@@ -117,6 +117,8 @@ PREDICTIONS = pa.schema(
         pa.field(c.COUNTRY_CODE, pa.string()),
         pa.field(c.ADMIN1, pa.string()),
         pa.field(c.PLACE_NAME, pa.string()),
+        pa.field(c.RADIUS50_KM, pa.float64()),
+        pa.field(c.RADIUS90_KM, pa.float64()),
     ]
 )
 

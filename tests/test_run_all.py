@@ -71,6 +71,13 @@ def test_evaluation_json_rows_recomputed_from_the_predictions(chain):
     for t in THRESHOLDS:
         singles = [written["methods"][f"ClassSet {i}"]["accuracy"][str(t)] for i in range(1, 6)]
         assert written["methods"]["Average[1-5]"]["accuracy"][str(t)] == pytest.approx(np.mean(singles), abs=1e-9)
+    # Refinement rows and confidence radii (stage 6), and the epoch each head was exported from.
+    assert {"CPlaNet[1-5]+R", "CPlaNet[1-5,PlaNet]+R"} <= set(written["methods"])
+    for name in ("CPlaNet[1-5]", "CPlaNet[1-5]+R", "ClassSet 1"):
+        assert 0.0 < written["methods"][name]["within_radius50"] < written["methods"][name]["within_radius90"] <= 1.0
+    training = written["training"]
+    assert set(training["best_epoch"]) == {"set1", "set2", "set3", "set4", "set5", "planet"}
+    assert all(1 <= e <= training["epochs_run"] <= 4 for e in training["best_epoch"].values())
 
 
 def test_config_overrides_and_scaled_defaults_are_recorded(chain):
@@ -100,7 +107,7 @@ def test_resume_skips_complete_stages(chain, caplog):
     run_all.run(["--train", chain["train"], "--test", str(chain["test"]), "--workdir", str(chain["workdir"]),
                  "--config", str(chain["workdir"].parent / "config.json"), "--resume"])
     skipped = [r.getMessage() for r in caplog.records if "skipped (--resume)" in r.getMessage()]
-    assert len(skipped) == 6, skipped  # every stage but the evaluation, which always reruns
+    assert len(skipped) == 7, skipped  # every stage but the evaluation, which always reruns
 
 
 def test_figure4_command_draws_the_chosen_photo(chain, tmp_path):

@@ -153,7 +153,7 @@ def test_geolocator_equals_backbone_features_through_the_features_model(tmp_path
         assert np.abs(got[name][0] - got[name][1]).max() > 0.05
 
 
-def test_export_cli_exports_the_newest_checkpoint_of_a_job_dir_and_checks_its_sets(tmp_path):
+def test_export_cli_exports_each_heads_best_epoch_of_a_job_dir_and_checks_its_sets(tmp_path):
     from trainer import hparams as hp
     from trainer.train import train
 
@@ -166,7 +166,8 @@ def test_export_cli_exports_the_newest_checkpoint_of_a_job_dir_and_checks_its_se
         examples, {"train": (x, labels), "eval": (x[:32], labels)}, n_classes, CHECKSUM
     )
     inputs.write_sets_json(sets, n_classes, CHECKSUM)
-    trained = train(examples, sets, job, hp.HParams(epochs=2, batch_size=32, verbose=0)).model
+    # Every head at its best eval epoch (trainer.train keeps checkpoints/best.keras) is what gets exported.
+    trained = train(examples, sets, job, hp.HParams(epochs=2, batch_size=32, verbose=0)).best_model
 
     manifest = export.run(
         ["--job_dir", job, "--sets", sets, "--export_dir", str(tmp_path / "model"), "--no_geolocator"]

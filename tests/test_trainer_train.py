@@ -159,7 +159,7 @@ def test_training_learns_the_labels_far_above_chance_on_held_out_rows(artifacts)
     assert len(history["val_set1_top1"]) == 3 and history["loss"][-1] < history["loss"][0]
     assert (artifacts["root"] / "job_learn" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert tf.io.gfile.glob(os.path.join(job, "logs", "validation", "events.out.tfevents.*"))
-    assert sorted(os.listdir(os.path.join(job, "checkpoints"))) == ["epoch-0002.keras", "epoch-0003.keras"]
+    assert sorted(os.listdir(os.path.join(job, "checkpoints"))) == ["best.keras", "epoch-0002.keras", "epoch-0003.keras"]
 
 
 def test_killed_run_resumes_to_the_state_of_an_uninterrupted_run(artifacts):

@@ -18,7 +18,7 @@ Backbones are chosen, never silently random: a geolocator needs ``--backbone_wei
 or ``random``), and ``batch_predict``/``locate`` refuse a model whose backbone weights are ``random`` unless
 told ``--allow_random_backbone`` (``check_backbone``).
 
-Run locally (from a finished or running job dir; the newest checkpoint is exported)::
+Run locally (from a finished or running job dir; each head's best epoch, else the newest checkpoint, is exported)::
 
     python -m trainer.export --job_dir out/job --sets out/geoclass_sets --export_dir out/model \\
         --backbone_weights inception_v3_notop.weights.h5 [--backbone inception_v3|PATH.keras] [--no_geolocator]
@@ -309,8 +309,10 @@ def load_geolocator(model_dir: str, sets: str | Mapping) -> keras.Model:
 
 
 def latest_checkpoint(job_dir: str) -> tuple[str, str]:
-    """(newest checkpoint path, sets checksum it was trained on) of a trainer job dir."""
-    from trainer.train import STATE_FILE, checkpoint_of
+    """(checkpoint to export, sets checksum it was trained on) of a trainer job dir: every head at its best
+    eval epoch when the run kept one (``trainer.train``), else the newest checkpoint."""
+    from trainer.train import STATE_FILE
+    from trainer.train import export_checkpoint_of as checkpoint_of
 
     path = os.path.join(job_dir, STATE_FILE)
     if not tf.io.gfile.exists(path):

@@ -41,6 +41,14 @@ class HParams:
     keep_checkpoints: int = 2
     # Keras progress display: 0 silent, 1 progress bar, 2 one line per epoch.
     verbose: int = 1
+    # Early stopping on the eval split: stop when no head's eval top-1 has improved by more than
+    # early_stopping_min_delta for this many epochs; None trains all ``epochs``. Either way each head's best
+    # epoch (eval top-1) is kept in JOB_DIR/checkpoints/best.keras and is what gets exported.
+    early_stopping_patience: int | None = None
+    early_stopping_min_delta: float = 0.0
+    # Haversine label smoothing (PIGEON): soft targets exp(-(d(c, c_true) - d_min) / tau) over the class
+    # centres of the sets artifact, tau in km; None: one-hot labels (the paper's cross-entropy).
+    label_smoothing_km: float | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -56,6 +64,10 @@ class HParams:
                 problems.append(f"{name} must be >= 1 or unset, got {value}")
         if self.shuffle_buffer < 1:
             problems.append(f"shuffle_buffer must be >= 1, got {self.shuffle_buffer}")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            problems.append(f"early_stopping_patience must be >= 1 or unset, got {self.early_stopping_patience}")
+        if self.label_smoothing_km is not None and not self.label_smoothing_km > 0:
+            problems.append(f"label_smoothing_km must be > 0 or unset, got {self.label_smoothing_km}")
         if self.keep_checkpoints < 1:
             problems.append(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         if problems:
@@ -68,7 +80,9 @@ class HParams:
 
 
 # Fields that may change between a run and its resumption without breaking reproducibility.
-RESUMABLE_CHANGES = frozenset({"epochs", "verbose", "keep_checkpoints", "eval_steps"})
+RESUMABLE_CHANGES = frozenset(
+    {"epochs", "verbose", "keep_checkpoints", "eval_steps", "early_stopping_patience", "early_stopping_min_delta"}
+)
 
 
 def _field_types() -> dict[str, str]:
@@ -99,6 +113,8 @@ def _coerce(name: str, value: Any) -> Any:
                 raise ValueError(value)
             return int(as_float)
         if kind.startswith("float"):
+            if isinstance(value, str) and value.strip().lower() in ("none", "null", ""):
+                return None
             return float(value)
     except (TypeError, ValueError):
         raise ValueError(f"hyperparameter '{name}' expects {kind}, got {value!r}") from None

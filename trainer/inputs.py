@@ -143,6 +143,46 @@ def read_sets_binding(sets: str | os.PathLike | Mapping) -> SetsBinding:
     )
 
 
+CLASSES_TABLE = "classes.parquet"
+
+
+def read_class_centres(sets: str | os.PathLike, set_names: Sequence[str]) -> dict:
+    """{set name: (K, 2) float64 lat/lng of each class's image-weighted centre} from ``classes.parquet``.
+
+    The centres come from the geoclass-sets artifact (one row per set and class), so label smoothing needs
+    nothing stored per example.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from schemas.io import read_bytes
+
+    path = os.fspath(sets)
+    if not tf.io.gfile.isdir(path):
+        path = os.path.dirname(path)
+    table_path = os.path.join(path, CLASSES_TABLE)
+    if not tf.io.gfile.exists(table_path):
+        raise FileNotFoundError(f"{table_path} does not exist: label smoothing needs the class centres of the sets")
+    table = pq.read_table(pa.BufferReader(read_bytes(table_path)), columns=[c.SET_ID, c.CLASS_ID, c.LAT, c.LNG])
+    set_ids = np.asarray(table.column(c.SET_ID).to_pylist(), dtype=object)
+    class_ids = table.column(c.CLASS_ID).to_numpy()
+    lat, lng = table.column(c.LAT).to_numpy(), table.column(c.LNG).to_numpy()
+    centres = {}
+    for name in set_names:
+        rows = np.flatnonzero(set_ids == name)
+        if rows.size == 0:
+            raise ValueError(f"{table_path} has no classes of set '{name}'")
+        k = int(class_ids[rows].max()) + 1
+        if rows.size != k or len(np.unique(class_ids[rows])) != k:
+            raise ValueError(f"{table_path}: set '{name}' does not list each of its {k} classes once")
+        out = np.empty((k, 2))
+        out[class_ids[rows], 0] = lat[rows]
+        out[class_ids[rows], 1] = lng[rows]
+        centres[name] = out
+    return centres
+
+
 def check_binding(bound: SetsBinding, artifact: SetsBinding) -> None:
     """Refuse ``bound`` (a model or examples) unless it was built from the sets of ``artifact``.
 

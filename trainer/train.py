@@ -6,6 +6,14 @@ every epoch; checkpoints every epoch (weights, optimizer state and the epoch cou
 last checkpoint when started again on the same ``--job_dir``; writes TensorBoard logs, ``history.json`` and
 ``curves.png``. Optionally exports the model artifact (``--export_dir``, see ``trainer.export``).
 
+Best epoch and early stopping: after every epoch each head whose eval top-1 improved has its weights
+copied into ``checkpoints/best.keras`` (the heads share no parameter, so the best epoch is chosen per head);
+that file is what gets exported. With ``--early_stopping_patience N`` training stops once no head has
+improved for N epochs. This is Keras' EarlyStopping(restore_best_weights) and ModelCheckpoint(
+save_best_only) applied per head; those callbacks watch one metric and reset their state in every ``fit``
+call, while this loop runs one ``fit`` per epoch (the data of epoch e is a function of (seed, e)) and must
+resume, so the best epochs live in ``state.json``.
+
 Run locally::
 
     python -m trainer.train --examples out/examples --sets out/geoclass_sets --job_dir out/job \\
@@ -46,6 +54,7 @@ STATE_FILE = "state.json"
 HISTORY_FILE = "history.json"
 CURVES_FILE = "curves.png"
 CHECKPOINT_DIR = "checkpoints"
+BEST_CHECKPOINT = "best.keras"
 LOG_DIR = "logs"
 
 
@@ -60,6 +69,10 @@ class TrainResult:
     epochs_trained_now: int
     history: dict[str, list[float]]
     binding: inputs.SetsBinding
+    # Each head at its best epoch by eval top-1 (no optimizer state); what gets exported.
+    best_model: keras.Model | None = None
+    best: dict | None = None
+    stopped_early: bool = False
 
     @property
     def final_metrics(self) -> dict[str, float]:
@@ -91,6 +104,50 @@ def _checkpoint_path(job_dir: str, epoch: int) -> str:
 def checkpoint_of(job_dir: str, state: Mapping) -> str:
     """The checkpoint file a state record points to."""
     return os.path.join(job_dir, CHECKPOINT_DIR, os.path.basename(state["checkpoint"]))
+
+
+def export_checkpoint_of(job_dir: str, state: Mapping) -> str:
+    """The checkpoint to export: every head at its best epoch when the run kept one, else the newest."""
+    if state.get("best_checkpoint"):
+        return os.path.join(job_dir, CHECKPOINT_DIR, os.path.basename(state["best_checkpoint"]))
+    return checkpoint_of(job_dir, state)
+
+
+def training_summary(job_dir: str) -> dict:
+    """Per head the chosen (best) epoch and its eval top-1, the epochs run, and whether training stopped early."""
+    state = _read_state(job_dir)
+    if state is None:
+        raise FileNotFoundError(f"{job_dir} has no {STATE_FILE}: no epoch of training has finished there")
+    best = state.get("best") or {}
+    return {
+        "epochs_run": int(state["epoch"]),
+        "epochs_max": int(state["hparams"]["epochs"]),
+        "stopped_early": bool(state.get("stopped_early", False)),
+        "early_stopping_patience": state["hparams"].get("early_stopping_patience"),
+        "label_smoothing_km": state["hparams"].get("label_smoothing_km"),
+        "best_epoch": {name: int(b["epoch"]) for name, b in best.items()},
+        "best_eval_top1": {name: float(b["top1"]) for name, b in best.items()},
+    }
+
+
+def _update_best(best: dict, history: Mapping, head_names, epoch: int, min_delta: float) -> list[str]:
+    """Heads whose eval top-1 of ``epoch`` (1-based) beats their best by more than min_delta; updates best."""
+    improved = []
+    for name in head_names:
+        values = history.get(f"val_{name}_top1")
+        if not values:
+            continue
+        value = float(values[-1])
+        if name not in best or value > best[name]["top1"] + min_delta:
+            best[name] = {"epoch": epoch, "top1": value}
+            improved.append(name)
+    return improved
+
+
+def _should_stop(best: Mapping, head_names, epoch: int, patience: int | None) -> bool:
+    if patience is None or not best:
+        return False
+    return all(epoch - best[name]["epoch"] >= patience for name in head_names if name in best)
 
 
 def _save_checkpoint(model: keras.Model, job_dir: str, epoch: int) -> str:
@@ -235,7 +292,14 @@ def _train(examples_dir: str, sets: str | Mapping, job_dir: str, params: hp.HPar
         inputs.split_size(info, eval_files, inputs.SPLIT_EVAL), params.batch_size
     )
 
+    centres = None
+    if params.label_smoothing_km is not None:
+        if isinstance(sets, Mapping):
+            raise ValueError("label smoothing needs the geoclass-sets directory (its classes.parquet), not a mapping")
+        centres = inputs.read_class_centres(sets, head_names)
+
     state = _read_state(job_dir)
+    best: dict = {}
     if state is None:
         model = build_model(
             info.embedding_dim,
@@ -246,11 +310,14 @@ def _train(examples_dir: str, sets: str | Mapping, job_dir: str, params: hp.HPar
             epsilon=params.epsilon,
             seed=params.seed,
             jit_compile=params.jit_compile,
+            class_centres=centres,
+            label_smoothing_km=params.label_smoothing_km,
         )
         first_epoch, history = 0, {}
     else:
         _check_resumable(state, params, binding, job_dir)
         first_epoch, history = int(state["epoch"]), {k: list(v) for k, v in state["history"].items()}
+        best = {name: dict(b) for name, b in (state.get("best") or {}).items()}
         checkpoint = checkpoint_of(job_dir, state)
         log.info("resuming %s after epoch %d from %s", job_dir, first_epoch, checkpoint)
         model = keras.saving.load_model(checkpoint, safe_mode=True)
@@ -265,12 +332,17 @@ def _train(examples_dir: str, sets: str | Mapping, job_dir: str, params: hp.HPar
         head_names, dict(binding.n_classes), info.embedding_dim, first_epoch + 1, params.epochs,
         len(train_files), len(eval_files), job_dir,
     )  # fmt: skip
-    if first_epoch >= params.epochs:
+    stopped = bool(state and state.get("stopped_early")) and _should_stop(
+        best, head_names, first_epoch, params.early_stopping_patience
+    )
+    if first_epoch >= params.epochs or stopped:
         log.info(
-            "nothing to train: %s already holds %d epochs (asked for %d)", job_dir, first_epoch, params.epochs
-        )
+            "nothing to train: %s already holds %d epochs (asked for %d%s)", job_dir, first_epoch, params.epochs,
+            ", stopped early" if stopped else "",
+        )  # fmt: skip
     tensorboard = _tensorboard_callback(os.path.join(job_dir, LOG_DIR))
-    for epoch in range(first_epoch, params.epochs):
+    best_model = _load_best(job_dir, state) if best else None
+    for epoch in range(first_epoch, params.epochs if not stopped else first_epoch):
         started = time.perf_counter()
         # One fit call per epoch, each on the stream of that epoch, keeps the data a function of (seed, epoch).
         fit = model.fit(
@@ -291,6 +363,14 @@ def _train(examples_dir: str, sets: str | Mapping, job_dir: str, params: hp.HPar
             history.setdefault(key, []).append(float(values[-1]))
         history.setdefault("epoch_seconds", []).append(time.perf_counter() - started)
         checkpoint = _save_checkpoint(model, job_dir, epoch + 1)
+        improved = _update_best(best, history, head_names, epoch + 1, params.early_stopping_min_delta)
+        if improved:
+            if best_model is None:
+                best_model = build_model(info.embedding_dim, binding.n_classes, seed=params.seed, compile=False)
+            for name in improved:
+                best_model.get_layer(name).set_weights(model.get_layer(name).get_weights())
+            _save_best(best_model, job_dir)
+        stopped = _should_stop(best, head_names, epoch + 1, params.early_stopping_patience)
         state = {
             "epoch": epoch + 1,
             # Relative to the job dir, so a job dir can be moved or copied (e.g. to gs://) and still resume.
@@ -301,6 +381,9 @@ def _train(examples_dir: str, sets: str | Mapping, job_dir: str, params: hp.HPar
             "sets_checksum": binding.checksum,
             "embedding_dim": info.embedding_dim,
             "history": history,
+            "best": best,
+            "best_checkpoint": BEST_CHECKPOINT if best else None,
+            "stopped_early": stopped,
         }
         _write_text_atomic(os.path.join(job_dir, STATE_FILE), json.dumps(state, indent=1) + "\n")
         _prune_checkpoints(job_dir, params.keep_checkpoints)
@@ -310,13 +393,35 @@ def _train(examples_dir: str, sets: str | Mapping, job_dir: str, params: hp.HPar
             "epoch %d/%d done in %.1fs: %s", epoch + 1, params.epochs, history["epoch_seconds"][-1],
             ", ".join(f"{name} eval top1 {history.get(f'val_{name}_top1', [float('nan')])[-1]:.3f}" for name in head_names),
         )  # fmt: skip
+        if stopped:
+            log.info(
+                "early stopping after epoch %d: no head improved for %d epochs; best epochs %s",
+                epoch + 1, params.early_stopping_patience, {n: b["epoch"] for n, b in best.items()},
+            )  # fmt: skip
+            break
     return TrainResult(
         model=model,
         job_dir=job_dir,
-        epochs_trained_now=max(0, params.epochs - first_epoch),
+        epochs_trained_now=int(len(history.get("epoch_seconds", [])) - first_epoch),
         history=history,
         binding=binding,
+        best_model=best_model,
+        best=best,
+        stopped_early=bool(stopped),
     )
+
+
+def _save_best(best_model: keras.Model, job_dir: str) -> None:
+    final = os.path.join(job_dir, CHECKPOINT_DIR, BEST_CHECKPOINT)
+    partial = final.replace(".keras", ".partial.keras")
+    best_model.save(partial)
+    tf.io.gfile.rename(partial, final, overwrite=True)
+
+
+def _load_best(job_dir: str, state: Mapping | None) -> keras.Model | None:
+    if not state or not state.get("best_checkpoint"):
+        return None
+    return keras.saving.load_model(export_checkpoint_of(job_dir, state), compile=False, safe_mode=True)
 
 
 def run(argv: Sequence[str] | None = None) -> TrainResult:
@@ -358,7 +463,7 @@ def run(argv: Sequence[str] | None = None) -> TrainResult:
         from trainer.export import export_model
 
         export_model(
-            result.model,
+            result.best_model if result.best_model is not None else result.model,
             args.export_dir,
             args.sets,
             backbone_weights=args.backbone_weights,

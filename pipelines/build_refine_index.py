@@ -1,0 +1,153 @@
+"""Build the refinement index and calibrate the confidence radii of a model, into MODEL/refine/.
+
+Reads the training-examples artifact (``pipelines.make_examples``): the train split's features, locations and
+labels become the compact refinement index (``partition_gen.refine``: PQ codes + float32 locations grouped by
+partition); the eval split, predicted by the exported model and combined over the partitions, chooses the
+refinement settings of each combined method and calibrates the 50 %/90 % confidence radii of every method
+(``partition_gen.confidence``). Nothing here looks at a test set.
+
+    python -m pipelines.build_refine_index --examples out/examples --model out/model \\
+        --partitions out/partitions [--code_bytes 32]
+
+``pipelines.batch_predict`` (and ``locate``) then add "<method>+R" rows and radius50_km/radius90_km when the
+model directory has ``refine/``. A local job: the train split of one examples artifact fits in memory as
+codes; the eval split is thousands of rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from partition_gen import confidence, refine
+from partition_gen.combine import NORMALIZED_SUM
+from partition_gen.evaluation import THRESHOLDS_KM, accuracy_at, accuracy_dict, standard_methods
+from partition_gen.geo import haversine_km
+from partition_gen.partitions import load_partitions
+
+LOG = logging.getLogger("cplanet.build_refine_index")
+CONFIDENCE_FILE = confidence.CONFIDENCE_FILE
+CALIBRATION_TOP_K = 20
+
+
+def read_split(examples_dir: str, split: str) -> dict:
+    """Every example of a split as arrays: photo_id, lat, lng, embedding (n, D), labels {set: (n,)}."""
+    import tensorflow as tf
+
+    from schemas import columns as c
+    from schemas.tfrecord import feature_spec
+    from trainer import inputs
+
+    info = inputs.read_examples_info(examples_dir)
+    files = inputs.list_shards(examples_dir, split)
+    spec = feature_spec(info.embedding_dim, info.set_names)
+    parts: dict[str, list] = {}
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(4096)
+    for batch in dataset.map(lambda b: tf.io.parse_example(b, spec)):
+        for key, value in batch.items():
+            parts.setdefault(key, []).append(value.numpy())
+    out = {key: np.concatenate(values) for key, values in parts.items()}
+    return {
+        "photo_id": out[c.PHOTO_ID],
+        "lat": out[c.LAT].astype(np.float64),
+        "lng": out[c.LNG].astype(np.float64),
+        "embedding": out[c.EMBEDDING].astype(np.float32),
+        "labels": {name: out[c.label_column(name)] for name in info.set_names},
+    }
+
+
+def predict_probabilities(model_dir: str, partitions, embeddings: np.ndarray) -> dict[str, np.ndarray]:
+    from trainer.export import load_features_model
+
+    model = load_features_model(model_dir, {"sets_checksum": partitions.sets_checksum,
+                                            "set_names": list(partitions.set_names),
+                                            "n_classes": dict(zip(partitions.set_names, partitions.n_classes))})
+    out = model.predict(embeddings, batch_size=1024, verbose=0)
+    return {name: np.asarray(out[name]) for name in partitions.set_names}
+
+
+def refined_methods(set_names: Sequence[str]):
+    """The methods that get a "+R" row: every NormalizedSum combination of the paper's table."""
+    return [m for m in standard_methods(set_names) if len(m.set_names) > 1 and m.rule == NORMALIZED_SUM]
+
+
+def build(examples_dir: str, model_dir: str, partitions_dir: str, code_bytes: int = refine.DEFAULT_CODE_BYTES,
+          seed: int = 0, thresholds_km: Sequence[float] = THRESHOLDS_KM) -> dict:
+    """Write MODEL/refine/ and return its summary (bytes per photo, chosen settings, eval-split coverage)."""
+    started = time.time()
+    parts = load_partitions(partitions_dir)
+    train = read_split(examples_dir, "train")
+    photo_part = refine.photo_partitions(parts, train["labels"])
+    index = refine.build_index(train["embedding"], train["lat"], train["lng"], photo_part, parts, code_bytes, seed)
+    LOG.info("index of %d training photos built in %.1f s", index.n_photos, time.time() - started)
+
+    held = read_split(examples_dir, "eval")
+    probs = predict_probabilities(model_dir, parts, held["embedding"])
+    settings, calibrations, report = {}, {}, {}
+    refined = {m.name for m in refined_methods(parts.set_names)}
+    for method in standard_methods(parts.set_names):
+        combiner = method.combiner(parts, top_k=CALIBRATION_TOP_K)
+        pred = combiner.predict(probs)
+        heads = [probs[name] for name in combiner.partitions.set_names]
+        tuples = combiner.partitions.tuples
+        err = haversine_km(pred.lat, pred.lng, held["lat"], held["lng"])
+        features = confidence.combiner_features(pred.topk_ids, pred.topk_scores[:, :5], tuples, heads)
+        calibrations[method.name] = confidence.fit(features, err)
+        report[method.name] = {"eval_median_km": float(np.median(err)),
+                               "eval_accuracy": accuracy_dict(accuracy_at(err, thresholds_km), thresholds_km)}
+        if method.name not in refined:
+            continue
+        refiner = refine.Refiner(index, combiner.partitions, parts)
+        chosen = refine.choose_settings(refiner, pred.topk_ids, pred.lat, pred.lng, held["embedding"],
+                                        held["lat"], held["lng"], thresholds_km)
+        settings[method.name] = {"top_partitions": chosen["top_partitions"],
+                                 "min_similarity": chosen["min_similarity"]}
+        out = refiner.refine(pred.topk_ids, pred.lat, pred.lng, held["embedding"], **settings[method.name])
+        err_r = haversine_km(out.lat, out.lng, held["lat"], held["lng"])
+        features_r = confidence.combiner_features(pred.topk_ids, pred.topk_scores[:, :5], tuples, heads,
+                                                  out.moved, out.similarity)
+        name_r = refine.refined_name(method.name)
+        calibrations[name_r] = confidence.fit(features_r, err_r)
+        report[name_r] = {**settings[method.name], "eval_moved_share": float(out.moved.mean()),
+                          "eval_mean_accuracy": chosen["mean_accuracy"],
+                          "eval_mean_accuracy_eq4": chosen["mean_accuracy_eq4"],
+                          "eval_median_km": float(np.median(err_r)),
+                          "eval_accuracy": accuracy_dict(accuracy_at(err_r, thresholds_km), thresholds_km)}
+        LOG.info("%s: top %d partitions, similarity >= %.3f moves %.0f%% of eval photos; mean accuracy %.3f -> %.3f",
+                 name_r, chosen["top_partitions"], chosen["min_similarity"], 100 * out.moved.mean(),
+                 chosen["mean_accuracy_eq4"], chosen["mean_accuracy"])
+    index = index.with_settings(methods=settings)
+    directory = refine.index_dir(model_dir)
+    write_confidence(directory, calibrations)
+    refine.save_index(index, directory)  # writes _SUCCESS last
+    summary = {"n_train_photos": index.n_photos, "n_eval_photos": int(len(err)), "dim": index.dim,
+               "code_bytes": int(index.codes.shape[1]), "bytes_per_photo": index.bytes_per_photo(),
+               "methods": report, "seconds": round(time.time() - started, 1)}
+    LOG.info("refinement index and confidence radii in %s (%.1f bytes per photo)", directory, index.bytes_per_photo())
+    return summary
+
+
+# One copy of each helper: the files are read and written by partition_gen.confidence.
+write_confidence = confidence.write_calibrations
+load_confidence = confidence.load_calibrations
+
+
+def run(argv: Sequence[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--examples", required=True, help="training-examples artifact (make_examples)")
+    parser.add_argument("--model", required=True, help="exported model directory; refine/ is written into it")
+    parser.add_argument("--partitions", required=True, help="partitions artifact of the model's sets")
+    parser.add_argument("--code_bytes", type=int, default=refine.DEFAULT_CODE_BYTES,
+                        help="PQ code bytes per training photo (one per sub-vector)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return build(args.examples, args.model, args.partitions, args.code_bytes, args.seed)
+
+
+if __name__ == "__main__":
+    run()
