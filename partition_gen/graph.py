@@ -202,6 +202,50 @@ def triangulate_sphere(points: np.ndarray) -> SphericalTriangulation:
         simplices, equations = _hull_facets(points, "Q5")
     except QhullError:
         simplices, equations = _hull_facets(points, "QJ")  # near-degenerate input: joggle
+    kernel = _kernel()
+    if kernel is not None:
+        tri, indptr, indices, areas = _compiled_triangle_passes(kernel, points, simplices, equations)
+    else:
+        tri, indptr, indices, areas = _numpy_triangle_passes(points, simplices, equations)
+    # A territory larger than a hemisphere comes out modulo 4π from the signed fan.
+    areas = np.mod(areas, FOUR_PI)
+
+    on_hull = np.diff(indptr) > 0  # a vertex of some triangle (hull.vertices would sort all simplices)
+    missing = np.flatnonzero(~on_hull)
+    if missing.size:
+        indptr, indices = _attach_missing(points, np.flatnonzero(on_hull), missing, indptr, indices)
+        areas[missing] = 0.0
+        log.warning(
+            "%d node(s) coincide with another node's site; joined to their nearest node", missing.size
+        )
+    return SphericalTriangulation(indptr, indices, areas)
+
+
+def _kernel():
+    """The compiled triangle passes (``partition_gen._graph_kernel``), or None when numba is missing."""
+    try:
+        from partition_gen import _graph_kernel
+    except ImportError:  # the NumPy passes give the same graph, a few times slower
+        return None
+    return _graph_kernel
+
+
+def _compiled_triangle_passes(kernel, points, simplices, equations):
+    """Oriented triangles, adjacency and (unreduced) territory areas with the compiled kernels; the areas
+    run on a second thread (both release the GIL) while this one builds the adjacency."""
+    tri, centre = kernel.orient(points, np.ascontiguousarray(simplices), np.ascontiguousarray(equations))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        areas_job = pool.submit(kernel.voronoi_areas, points, tri, centre)
+        indptr, indices, ok = kernel.oriented_csr(len(points), tri)
+        areas = areas_job.result()
+    if not ok:  # a repeated directed edge: symmetrise explicitly
+        indptr, indices = _csr_from_edges(len(points), tri.ravel(), tri[:, [1, 2, 0]].ravel())
+    return tri, indptr, indices, areas
+
+
+def _numpy_triangle_passes(points, simplices, equations):
+    """The same as ``_compiled_triangle_passes`` in NumPy (the fallback without numba, and the reference)."""
+    n = len(points)
     tri = simplices.astype(np.int64)
     normals = equations[:, :3]
     # Orient every facet counter-clockwise seen from outside; its circumcentre on the sphere is then the
@@ -222,19 +266,7 @@ def triangulate_sphere(points: np.ndarray) -> SphericalTriangulation:
         areas = np.zeros(n)
         for part in [job.result() for job in first_parts] + [last_part]:
             areas += part
-    # A territory larger than a hemisphere comes out modulo 4π from the signed fan.
-    areas = np.mod(areas, FOUR_PI)
-
-    on_hull = np.zeros(n, dtype=bool)
-    on_hull[tri.ravel()] = True  # (hull.vertices would sort all simplices once more)
-    missing = np.flatnonzero(~on_hull)
-    if missing.size:
-        indptr, indices = _attach_missing(points, np.flatnonzero(on_hull), missing, indptr, indices)
-        areas[missing] = 0.0
-        log.warning(
-            "%d node(s) coincide with another node's site; joined to their nearest node", missing.size
-        )
-    return SphericalTriangulation(indptr, indices, areas)
+    return tri, indptr, indices, areas
 
 
 def _voronoi_area_part(points: np.ndarray, tri: np.ndarray, centre: np.ndarray, k: int) -> np.ndarray:
