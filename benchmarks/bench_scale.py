@@ -1,0 +1,178 @@
+"""Benchmark ``scale``: how ``pipelines.run_all``'s stages grow with the number of training photos.
+
+    python -m benchmarks.bench_scale                          # 50k and 200k photos (make bench)
+    python -m benchmarks.bench_scale --sizes 50000,200000,1000000   # the full curve (about 30+ minutes)
+
+For each size: ``pipelines.sample_data.make_sample`` writes simulated training photos (128-d features at
+MP-16 locations) and the Im2GPS3k test photos, then ``python -m pipelines.run_all`` runs as a child process
+on the default offline runner with the scaled defaults (classes = photos / 50 up to 10,000, epochs for
+~400k example visits). Measured per stage: wall seconds (the chain's own ``stage_seconds.json``), peak RSS
+of the whole process tree while the stage ran (sampled every 0.2 s with psutil), and seconds per 1,000
+photos; with CPU seconds of the whole run and the load average, since the machine may be shared.
+
+The record (key ``scale``) holds a ``summary`` sentence per stage on how its cost per photo moves from the
+smallest to the largest size (flat: linear; rising: super-linear; falling: fixed costs amortised), and an
+extrapolation to 30M photos that ``bench/REPORT.md`` shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from benchmarks.results import record
+
+LOG = logging.getLogger("bench_scale")
+STAGE_LINE = re.compile(r"^(\S+ \S+) .*\[(\d)/\d\] (.+?) (\.\.\.|done in)")
+
+
+class TreeSampler(threading.Thread):
+    """Samples the RSS of a process and all its children; keeps (time, rss) pairs."""
+
+    def __init__(self, pid: int, every: float = 0.2):
+        super().__init__(daemon=True)
+        self.root = psutil.Process(pid)
+        self.every = every
+        self.samples: list[tuple[float, int]] = []
+        self.stop = threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                procs = [self.root] + self.root.children(recursive=True)
+                rss = 0
+                for p in procs:
+                    try:
+                        rss += p.memory_info().rss
+                    except psutil.Error:
+                        pass
+                self.samples.append((time.time(), rss))
+            except psutil.Error:
+                break
+            self.stop.wait(self.every)
+
+
+def cpu_seconds(pid_times) -> float:
+    return pid_times.user + pid_times.system + pid_times.children_user + pid_times.children_system
+
+
+def stage_windows(log_text: str) -> dict[str, tuple[float, float]]:
+    """Stage name -> (start, end) epoch seconds from run_all's '[i/7] name ...' / 'done in' log lines."""
+    starts, windows = {}, {}
+    for line in log_text.splitlines():
+        m = STAGE_LINE.match(line)
+        if not m:
+            continue
+        stamp = time.mktime(time.strptime(m.group(1).split(",")[0], "%Y-%m-%d %H:%M:%S"))
+        stamp += float("0." + m.group(1).split(",")[1]) if "," in m.group(1) else 0.0
+        name = m.group(3)
+        if m.group(4) == "...":
+            starts[name] = stamp
+        elif name in starts:
+            windows[name] = (starts[name], stamp)
+    return windows
+
+
+def run_size(n_train: int, root: Path) -> dict:
+    from pipelines import sample_data
+
+    started = time.perf_counter()
+    paths = sample_data.make_sample(root / "sample", n_train=n_train, seed=0, test_sets=("im2gps3k",), plot=False)
+    sample_s = time.perf_counter() - started
+    workdir = root / "run"
+    log_path = root / "run_all.log"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    load_before = os.getloadavg()[0]
+    started = time.perf_counter()
+    with open(log_path, "w") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.run_all", "--train", paths["train"], "--test",
+             paths["test_im2gps3k"], "--workdir", str(workdir)],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+        sampler = TreeSampler(child.pid)
+        sampler.start()
+        # CPU of the child and its children, read just before it is reaped.
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        sampler.stop.set()
+        sampler.join()
+    total_s = time.perf_counter() - started
+    cpu_s = usage.ru_utime + usage.ru_stime
+    text = log_path.read_text()
+    if child.returncode:
+        raise RuntimeError(f"run_all on {n_train} photos exited {child.returncode}:\n{text[-3000:]}")
+    seconds = json.loads((workdir / "stage_seconds.json").read_text())
+    windows = stage_windows(text)
+    stages = {}
+    for name, secs in seconds.items():
+        lo, hi = windows.get(name, (0, 0))
+        peak = max((rss for t, rss in sampler.samples if lo - 0.5 <= t <= hi + 0.5), default=0)
+        stages[name] = {
+            "s": secs,
+            "s_per_1k_photos": round(1000 * secs / n_train, 4),
+            "peak_rss_gb": round(peak / 2**30, 2),
+        }
+    config = json.loads((workdir / "run_config.json").read_text())
+    return {
+        "photos": n_train,
+        "sample_data_s": round(sample_s, 1),
+        "run_all_s": round(total_s, 1),
+        "run_all_cpu_s": round(cpu_s, 1),
+        "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "peak_rss_gb": round(max((r for _, r in sampler.samples), default=0) / 2**30, 2),
+        "classes_per_set": config.get("classes_per_set"),
+        "epochs": config.get("epochs"),
+        "stages": stages,
+    }
+
+
+def growth(runs: list[dict]) -> dict:
+    """Per stage: cost per photo at the smallest and largest size, their ratio and a one-word verdict."""
+    small, large = runs[0], runs[-1]
+    out = {}
+    for name in large["stages"]:
+        a = small["stages"].get(name, {}).get("s_per_1k_photos")
+        b = large["stages"][name]["s_per_1k_photos"]
+        if not a:
+            continue
+        ratio = b / a
+        verdict = "linear" if 0.7 <= ratio <= 1.4 else ("super-linear" if ratio > 1.4 else "fixed costs amortised")
+        out[name] = {"per_photo_ratio": round(ratio, 2), "growth": verdict}
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description="run_all stage costs as the training set grows")
+    parser.add_argument("--sizes", default="50000,200000", help="comma-separated training-photo counts")
+    parser.add_argument("--no_record", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    runs = []
+    for n in (int(x) for x in args.sizes.split(",")):
+        with tempfile.TemporaryDirectory(prefix=f"bench-scale-{n}-") as tmp:
+            LOG.info("run_all on %d simulated photos ...", n)
+            runs.append(run_size(n, Path(tmp)))
+            LOG.info("%d photos: %s", n, json.dumps(runs[-1]))
+    figures = {"sizes": [r["photos"] for r in runs], "runs": {str(r["photos"]): r for r in runs}}
+    if len(runs) > 1:
+        figures["growth"] = growth(runs)
+    if not args.no_record:
+        record("scale", figures)
+    print(json.dumps(figures, indent=1), flush=True)
+    return figures
+
+
+if __name__ == "__main__":
+    main()
