@@ -1,10 +1,11 @@
-"""Compiled (Numba) dense partition scoring for ``partition_gen.combine`` (flat probabilities).
+"""Compiled (Numba) search for ``partition_gen.combine``: images whose probabilities are too flat for the
+ratio bound (an untrained or uncertain model) without scoring every partition.
 
-``dense_scores_topk`` scores every partition of a chunk of images in one fused pass: score[b, p] =
-sum_i q[b, i, T[p, i]] with the terms added in set order, exactly as the NumPy path adds its per-set
-(images x partitions) terms (q = float64(P_i) / z_i is formed by the caller, as the NumPy path forms each
-term), so the scores are bit for bit the same. In the same pass it keeps each image's best score and its
-top-k (score descending, then partition id ascending), the order the NumPy path's lexsort gives.
+A partition's score is sum_i q[b, i, T[p, i]] with the terms added in set order, exactly as the NumPy path
+adds its per-set terms (q = float64(P_i) / z_i is formed by the caller, as the NumPy path forms each term),
+so every score is bit for bit the dense one; the top-k order is score descending, then partition id
+ascending, as the NumPy path's lexsort gives. Fagin's threshold algorithm over per-set rank cut-offs
+decides which partitions need a score at all.
 """
 
 from __future__ import annotations
@@ -13,33 +14,98 @@ import numpy as np
 from numba import njit
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _before(s1, p1, s2, p2):
+    """(score, partition) order of the top-k: higher score first, then lower partition id."""
+    return s1 > s2 or (s1 == s2 and p1 < p2)
+
+
 @njit(cache=True, nogil=True)
-def dense_scores_topk(q, tuples, scores, best, top_ids, top_scores):
+def ranked_predict(q, n_classes, tuples, cls_ptr, members, depth0, tie_rtol,
+                   best, top_ids, top_scores, tie_count, tie_ids):  # fmt: skip
+    """Exact arg-max set and top-k of each image by a rank threshold, for rows the ratio bound cannot prune.
+
+    Per image: in each set i keep the classes whose q is at least the ``depth``-th largest q of that set
+    (``thr_i``), score every partition inside a kept class, and bound every other partition by
+    B = sum_i thr_i (each of its terms is below thr_i; the sum is formed in set order like the scores, and
+    float addition is monotone). When the k-th best candidate is > B and the best exceeds B by more than
+    the tie tolerance, the top-k and the tie set are exact; else ``depth`` grows 4-fold. At depth >= K_i
+    every class is kept, so the last round is the dense answer.
+
+    ``q`` (B, S, Kmax) float64 = float64(P_i) / z_i; ``cls_ptr`` (S, Kmax + 1) and ``members`` are the
+    (set, class) -> partitions CSR with offsets into one array. Writes best, top-k, and the arg-max ties
+    (ids ascending) into ``tie_ids[b, :tie_count[b]]``.
+    """
     n_img, n_sets = q.shape[0], q.shape[1]
     n_parts = tuples.shape[0]
     k = top_ids.shape[1]
+    mark = np.zeros(n_parts, dtype=np.uint8)
+    cand = np.empty(n_parts, dtype=np.int64)
+    score = np.empty(n_parts)
+    thr = np.empty(n_sets)
     for b in range(n_img):
-        top_ids[b, :] = -1
-        top_scores[b, :] = -np.inf
-        filled = 0
-        hi = -np.inf
-        for p in range(n_parts):
-            s = q[b, 0, tuples[p, 0]]
-            for i in range(1, n_sets):
-                s += q[b, i, tuples[p, i]]
-            scores[b, p] = s
-            if s > hi:
-                hi = s
-            # Partitions come in ascending id, so an equal score never displaces an earlier id.
-            if filled < k or s > top_scores[b, k - 1]:
-                pos = filled if filled < k else k - 1
-                while pos > 0 and s > top_scores[b, pos - 1]:
-                    if pos < k:
+        depth = depth0
+        n_cand = 0
+        while True:
+            everything = True
+            for i in range(n_sets):
+                kk = n_classes[i]
+                if depth >= kk:
+                    thr[i] = -np.inf
+                else:
+                    everything = False
+                    row = q[b, i, :kk]
+                    thr[i] = -np.partition(-row, depth - 1)[depth - 1]
+            scored = n_cand
+            for i in range(n_sets):
+                t = thr[i]
+                for cls in range(n_classes[i]):
+                    if q[b, i, cls] >= t:
+                        for j in range(cls_ptr[i, cls], cls_ptr[i, cls + 1]):
+                            m = members[j]
+                            if mark[m] == 0:
+                                mark[m] = 1
+                                cand[n_cand] = m
+                                n_cand += 1
+            for j in range(scored, n_cand):
+                m = cand[j]
+                s = q[b, 0, tuples[m, 0]]
+                for i in range(1, n_sets):
+                    s += q[b, i, tuples[m, i]]
+                score[j] = s
+            # Best and top-k among the candidates.
+            hi = -np.inf
+            filled = 0
+            for j in range(n_cand):
+                s, m = score[j], cand[j]
+                if s > hi:
+                    hi = s
+                if filled < k or _before(s, m, top_scores[b, k - 1], top_ids[b, k - 1]):
+                    pos = filled if filled < k else k - 1
+                    while pos > 0 and _before(s, m, top_scores[b, pos - 1], top_ids[b, pos - 1]):
                         top_scores[b, pos] = top_scores[b, pos - 1]
                         top_ids[b, pos] = top_ids[b, pos - 1]
-                    pos -= 1
-                top_scores[b, pos] = s
-                top_ids[b, pos] = p
-                if filled < k:
-                    filled += 1
+                        pos -= 1
+                    top_scores[b, pos] = s
+                    top_ids[b, pos] = m
+                    if filled < k:
+                        filled += 1
+            if everything or n_cand == n_parts:
+                break
+            bound = thr[0]
+            for i in range(1, n_sets):
+                bound += thr[i]
+            if filled == k and top_scores[b, k - 1] > bound and bound < hi - tie_rtol * abs(hi):
+                break
+            depth *= 4
         best[b] = hi
+        low = hi - tie_rtol * abs(hi)
+        count = 0
+        for j in range(n_cand):
+            if score[j] >= low:
+                tie_ids[b, count] = cand[j]
+                count += 1
+        tie_count[b] = count
+        tie_ids[b, :count].sort()
+        for j in range(n_cand):
+            mark[cand[j]] = 0

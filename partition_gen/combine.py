@@ -90,7 +90,7 @@ class Combiner:
         self._center_lat, self._center_lng = partitions.centers_latlng()
         self._class_sizes = [s.astype(np.float64) for s in partitions.class_sizes]
         self._class_counts = [np.diff(indptr) for indptr in partitions.class_indptr]
-        self._tuples64 = None  # the partition tuples as the compiled dense scoring reads them
+        self._index = None  # the class -> partitions index as the compiled search reads it
 
     # ------------------------------------------------------------------------------------------ inputs
 
@@ -232,39 +232,62 @@ class Combiner:
         return images[~decided & ~dense]
 
     def _predict_dense(self, probs, divisors, images: np.ndarray, out: _Output) -> None:
+        """Images the ratio bound cannot decide: the compiled rank-threshold search when numba is there
+        (exact; it ends in dense scoring at worst), else dense NumPy scoring of every partition."""
         k = out.k
         kernel = _kernel()
         chunk = max(1, _DENSE_CHUNK_ELEMENTS // max(self.partitions.n_partitions, 1))
         for lo in range(0, images.size, chunk):
             sub = images[lo : lo + chunk]
             if kernel is not None:
-                s, best, top, top_scores = self._dense_kernel(kernel, probs, divisors, sub, k)
-            else:
-                s = self._dense_scores(probs, divisors, sub)
-                best = s.max(axis=1)
+                self._ranked(kernel, probs, divisors, sub, out)
+                continue
+            s = self._dense_scores(probs, divisors, sub)
+            best = s.max(axis=1)
             ties = s >= (best - self._tolerance(best))[:, None]
             rows, pid = np.nonzero(ties)
             out.set_argmax(sub[rows], pid, best[rows])
-            if kernel is None:
-                top, top_scores = _top_k(s, k)
+            top, top_scores = _top_k(s, k)
             ranks = np.broadcast_to(np.arange(k), top.shape)
             out.set_topk(np.repeat(sub, k), ranks.ravel(), top.ravel(), top_scores.ravel())
 
-    def _dense_kernel(self, kernel, probs, divisors, sub: np.ndarray, k: int):
-        """Scores, best and top-k of images ``sub`` over all partitions in one compiled pass (same values
-        as ``_dense_scores``: each term is float64(P_i) / z_i, added in set order)."""
-        if self._tuples64 is None:
-            self._tuples64 = np.ascontiguousarray(self.partitions.tuples, dtype=np.int64)
-        tuples = self._tuples64
-        q = np.zeros((sub.size, len(probs), max(p.shape[1] for p in probs)))
+    def _class_index(self):
+        """The (set, class) -> partitions CSR of every set as one (S, Kmax + 1) offset table and one array."""
+        if self._index is None:
+            parts = self.partitions
+            kmax = max(parts.n_classes)
+            ptr = np.zeros((len(parts.set_names), kmax + 1), dtype=np.int64)
+            offset = 0
+            for i, indptr in enumerate(parts.class_indptr):
+                ptr[i, : indptr.size] = indptr + offset
+                ptr[i, indptr.size :] = indptr[-1] + offset
+                offset += int(indptr[-1])
+            members = np.concatenate([m.astype(np.int64) for m in parts.class_members])
+            tuples = np.ascontiguousarray(parts.tuples, dtype=np.int64)
+            self._index = (np.asarray(parts.n_classes, dtype=np.int64), tuples, ptr, members)
+        return self._index
+
+    def _ranked(self, kernel, probs, divisors, sub: np.ndarray, out: _Output) -> None:
+        n_classes, tuples, ptr, members = self._class_index()
+        q = np.zeros((sub.size, len(probs), int(n_classes.max())))
         for i, (p, z) in enumerate(zip(probs, divisors)):
+            # float64(P_i) / z_i: the very terms of the dense scores.
             np.divide(p[sub], z[sub][:, None], out=q[:, i, : p.shape[1]], casting="unsafe")
-        scores = np.empty((sub.size, self.partitions.n_partitions))
+        k = out.k
         best = np.empty(sub.size)
         top = np.empty((sub.size, k), dtype=np.int64)
         top_scores = np.empty((sub.size, k))
-        kernel.dense_scores_topk(q, tuples, scores, best, top, top_scores)
-        return scores, best, top, top_scores
+        tie_count = np.empty(sub.size, dtype=np.int64)
+        tie_ids = np.empty((sub.size, self.partitions.n_partitions), dtype=np.int64)
+        depth0 = max(k, int(n_classes.min()) // 128, 1)
+        kernel.ranked_predict(
+            q, n_classes, tuples, ptr, members, depth0, self.tie_rtol, best, top, top_scores, tie_count, tie_ids
+        )
+        rows = np.repeat(np.arange(sub.size), tie_count)
+        pid = tie_ids[rows, np.arange(rows.size) - np.repeat(np.cumsum(tie_count) - tie_count, tie_count)]
+        out.set_argmax(sub[rows], pid, best[rows])
+        ranks = np.broadcast_to(np.arange(k), top.shape)
+        out.set_topk(np.repeat(sub, k), ranks.ravel(), top.ravel(), top_scores.ravel())
 
 
 def _top_k(s: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
