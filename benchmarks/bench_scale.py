@@ -45,6 +45,7 @@ class TreeSampler(threading.Thread):
         self.root = psutil.Process(pid)
         self.every = every
         self.samples: list[tuple[float, int]] = []
+        self.peak_by_pid: dict[int, int] = {}
         self.stop = threading.Event()
 
     def run(self):
@@ -54,9 +55,11 @@ class TreeSampler(threading.Thread):
                 rss = 0
                 for p in procs:
                     try:
-                        rss += p.memory_info().rss
+                        one = p.memory_info().rss
                     except psutil.Error:
-                        pass
+                        continue
+                    rss += one
+                    self.peak_by_pid[p.pid] = max(one, self.peak_by_pid.get(p.pid, 0))
                 self.samples.append((time.time(), rss))
             except psutil.Error:
                 break
