@@ -33,7 +33,6 @@ from benchmarks.bench_geoclass import LEVEL, draw_nodes, smooth_features
 from benchmarks.bench_scale import TreeSampler
 from benchmarks.results import record
 from partition_gen import s2cells
-from schemas import columns as c
 from schemas.io import SUCCESS_MARKER
 from schemas.tables import CELLS
 
