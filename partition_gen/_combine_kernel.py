@@ -21,24 +21,27 @@ def _before(s1, p1, s2, p2):
 
 
 @njit(cache=True, nogil=True)
-def ranked_predict(q, n_classes, tuples, cls_ptr, members, depth0, tie_rtol,
+def ranked_predict(q, n_classes, member_tuples, cls_ptr, members, depth0, tie_rtol,
                    best, top_ids, top_scores, tie_count, tie_ids):  # fmt: skip
     """Exact arg-max set and top-k of each image by a rank threshold, for rows the ratio bound cannot prune.
 
     Per image: in each set i keep the classes whose q is at least the ``depth``-th largest q of that set
-    (``thr_i``), score every partition inside a kept class, and bound every other partition by
+    (``thr_i``, read from every 8th class: any threshold keeps the answer exact, since the bound is formed
+    from the very values used), score every partition inside a kept class, and bound every other one by
     B = sum_i thr_i (each of its terms is below thr_i; the sum is formed in set order like the scores, and
     float addition is monotone). When the k-th best candidate is > B and the best exceeds B by more than
     the tie tolerance, the top-k and the tie set are exact; else ``depth`` grows 4-fold. At depth >= K_i
     every class is kept, so the last round is the dense answer.
 
     ``q`` (B, S, Kmax) float64 = float64(P_i) / z_i; ``cls_ptr`` (S, Kmax + 1) and ``members`` are the
-    (set, class) -> partitions CSR with offsets into one array. Writes best, top-k, and the arg-max ties
+    (set, class) -> partitions CSR with offsets into one array, and ``member_tuples[j]`` the class tuple of
+    partition ``members[j]`` (read in CSR order, not at random). Writes best, top-k, and the arg-max ties
     (ids ascending) into ``tie_ids[b, :tie_count[b]]``.
     """
     n_img, n_sets = q.shape[0], q.shape[1]
-    n_parts = tuples.shape[0]
+    n_parts = tie_ids.shape[1]
     k = top_ids.shape[1]
+    sample = np.empty(q.shape[2] // 8 + 1)
     mark = np.zeros(n_parts, dtype=np.uint8)
     cand = np.empty(n_parts, dtype=np.int64)
     score = np.empty(n_parts)
@@ -54,9 +57,12 @@ def ranked_predict(q, n_classes, tuples, cls_ptr, members, depth0, tie_rtol,
                     thr[i] = -np.inf
                 else:
                     everything = False
-                    row = q[b, i, :kk]
-                    thr[i] = -np.partition(-row, depth - 1)[depth - 1]
-            scored = n_cand
+                    n_sample = 0
+                    for cls in range(0, kk, 8):
+                        sample[n_sample] = -q[b, i, cls]
+                        n_sample += 1
+                    rank = min(n_sample, max(1, depth // 8))
+                    thr[i] = -np.partition(sample[:n_sample], rank - 1)[rank - 1]
             for i in range(n_sets):
                 t = thr[i]
                 for cls in range(n_classes[i]):
@@ -66,13 +72,11 @@ def ranked_predict(q, n_classes, tuples, cls_ptr, members, depth0, tie_rtol,
                             if mark[m] == 0:
                                 mark[m] = 1
                                 cand[n_cand] = m
+                                s = q[b, 0, member_tuples[j, 0]]
+                                for i2 in range(1, n_sets):
+                                    s += q[b, i2, member_tuples[j, i2]]
+                                score[n_cand] = s
                                 n_cand += 1
-            for j in range(scored, n_cand):
-                m = cand[j]
-                s = q[b, 0, tuples[m, 0]]
-                for i in range(1, n_sets):
-                    s += q[b, i, tuples[m, i]]
-                score[j] = s
             # Best and top-k among the candidates.
             hi = -np.inf
             filled = 0
@@ -109,3 +113,18 @@ def ranked_predict(q, n_classes, tuples, cls_ptr, members, depth0, tie_rtol,
         tie_ids[b, :count].sort()
         for j in range(n_cand):
             mark[cand[j]] = 0
+
+
+@njit(cache=True, nogil=True)
+def kept_partitions(rows, threshold, class_counts):
+    """Per image, the partitions inside its classes with P >= threshold (the pruned path's candidate
+    count, before any candidate is listed)."""
+    out = np.zeros(rows.shape[0], dtype=np.int64)
+    for b in range(rows.shape[0]):
+        t = threshold[b]
+        total = 0
+        for cls in range(rows.shape[1]):
+            if rows[b, cls] >= t:
+                total += class_counts[cls]
+        out[b] = total
+    return out

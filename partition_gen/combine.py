@@ -170,24 +170,33 @@ class Combiner:
         parts = self.partitions
         n = images.size
         full = n == probs[0].shape[0]
+        kernel = _kernel()
         bound = np.zeros(n)
-        picks = []
+        thresholds = []
         gathered = np.zeros(n, dtype=np.int64)
         for i, (p, z) in enumerate(zip(probs, divisors)):
             rows = p if full else p[images]
             threshold = rows.max(axis=1) * rows.dtype.type(ratio)
-            # flatnonzero + divmod: half the cost of a 2-D nonzero.
-            img, cls = np.divmod(np.flatnonzero(rows >= threshold[:, None]), rows.shape[1])
             # Classes left out have P < threshold, so each scores below threshold / z: a bound in float64 that
             # rounds the same way as the scores (same division, same summation order).
             bound = bound + threshold.astype(np.float64) / z[images]
-            picks.append((img, cls))
-            gathered += np.bincount(img, weights=self._class_counts[i][cls], minlength=n).astype(np.int64)
+            thresholds.append(threshold)
+            if kernel is not None:  # one pass, no index arrays: most flat rows go the dense way anyway
+                gathered += kernel.kept_partitions(rows, threshold, self._class_counts[i])
+        picks = [None] * len(probs)
+        if kernel is None:
+            for i, p in enumerate(probs):
+                picks[i] = self._kept_classes(p if full else p[images], thresholds[i])
+                img, cls = picks[i]
+                gathered += np.bincount(img, weights=self._class_counts[i][cls], minlength=n).astype(np.int64)
         dense = gathered > self.dense_fraction * parts.n_partitions
         if dense.any():
             self._predict_dense(probs, divisors, images[dense], out)
         if dense.all():
             return images[:0]
+        if kernel is not None:
+            for i, p in enumerate(probs):
+                picks[i] = self._kept_classes(p if full else p[images], thresholds[i])
 
         cand_img, cand_pid = [], []
         for i, (img, cls) in enumerate(picks):
@@ -231,6 +240,11 @@ class Combiner:
         out.set_argmax(images[img[tie_mask]], pid[tie_mask], best[img[tie_mask]])
         return images[~decided & ~dense]
 
+    @staticmethod
+    def _kept_classes(rows: np.ndarray, threshold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(image, class) pairs with P >= the image's threshold; flatnonzero + divmod: half a 2-D nonzero."""
+        return np.divmod(np.flatnonzero(rows >= threshold[:, None]), rows.shape[1])
+
     def _predict_dense(self, probs, divisors, images: np.ndarray, out: _Output) -> None:
         """Images the ratio bound cannot decide: the compiled rank-threshold search when numba is there
         (exact; it ends in dense scoring at worst), else dense NumPy scoring of every partition."""
@@ -263,8 +277,9 @@ class Combiner:
                 ptr[i, indptr.size :] = indptr[-1] + offset
                 offset += int(indptr[-1])
             members = np.concatenate([m.astype(np.int64) for m in parts.class_members])
-            tuples = np.ascontiguousarray(parts.tuples, dtype=np.int64)
-            self._index = (np.asarray(parts.n_classes, dtype=np.int64), tuples, ptr, members)
+            # Each member's class tuple beside it, so scoring reads memory in CSR order.
+            member_tuples = np.ascontiguousarray(parts.tuples[members], dtype=np.int32)
+            self._index = (np.asarray(parts.n_classes, dtype=np.int64), member_tuples, ptr, members)
         return self._index
 
     def _ranked(self, kernel, probs, divisors, sub: np.ndarray, out: _Output) -> None:
