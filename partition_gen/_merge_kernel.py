@@ -6,7 +6,9 @@ the neighbour with the smallest (weight, neighbour), update integer counts, cent
 adjacency. Every float operation is the Python loop's, in its order, except the feature dot products:
 those accumulate float32 products in float64 over four interleaved partial sums (fixed order, so the
 result is deterministic), where the Python loop used BLAS float32 ``gemv``. The two agree to float32
-rounding; the tests compare the merge sequences on real graphs.
+rounding, so a near-tie between two neighbours' weights can be decided differently: the tests find the
+same merge sequence on real graphs of 6,000 and 67,000 nodes; at 2.8M nodes x 128-d (bench_geoclass)
+8 of 2.8M nodes ended in another class than with the Python loop.
 
 Adjacency lives in one int32 pool: node ``i`` owns ``pool[start[i] : start[i] + cap[i]]`` of which the first
 ``deg[i]`` entries are its distinct live neighbours. A node that outgrows its slot moves to the end of the
