@@ -9,9 +9,10 @@ Probabilities: a trained classifier's softmax is peaked around the photo's true 
 logits = N(0, 1.5) noise + 7 on the true class + 4 on the 5 classes nearest to it, per set. A "flat" run
 (Dirichlet(1) probabilities, no peak: the threshold bound cannot prune) reports the worst case separately.
 
-Measures (images/s on this CPU, one process): the combiner (NormalizedSum, top-5, batch 256) and the dense
-per-node evaluation (Eq. 3 over every node, arg-max with ties, Eq. 4 location) on the same images, checking
-they give the same locations; and the share of the backbone's time per image, timing an Inception v3
+Measures (images/s and CPU seconds per image on this CPU, one process, with the load average): the combiner
+(NormalizedSum, top-5, batch 256) and the dense per-node evaluation (Eq. 3 over every node, arg-max with
+ties, Eq. 4 location) on the same images, checking they give the same locations (peaked and flat rows); the
+speed-ups are ratios of CPU seconds per image (robust when the machine is shared), wall-clock ones beside; and the share of the backbone's time per image, timing an Inception v3
 (weights=None, include_top=False, pooling='avg') forward pass on batches of 8 299x299 images.
 
 Run: ``python -m benchmarks.bench_combination`` (records key ``combination`` in bench/results.json).
@@ -20,6 +21,7 @@ Run: ``python -m benchmarks.bench_combination`` (records key ``combination`` in 
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import numpy as np
@@ -38,6 +40,8 @@ N_CLASSES = 10_000
 N_MICRO = 520_000
 N_IMAGES_COMBINER = 2048
 N_IMAGES_DENSE = 48
+N_IMAGES_FLAT = 512
+N_IMAGES_DENSE_FLAT = 16
 BATCH = 256
 TOP_K = 5
 
@@ -106,12 +110,12 @@ def dense_per_node(assignments, node_xyz_sum, probs, chunk: int = 8, rtol: float
     return lat, lng
 
 
-def time_combiner(combiner: Combiner, probs: dict) -> tuple[float, object]:
+def time_combiner(combiner: Combiner, probs: dict) -> tuple[float, float, object]:
+    """Wall and CPU seconds of predicting every image in batches of BATCH."""
     n = next(iter(probs.values())).shape[0]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     preds = [combiner.predict({k: v[lo : lo + BATCH] for k, v in probs.items()}) for lo in range(0, n, BATCH)]
-    elapsed = time.perf_counter() - start
-    return elapsed, preds
+    return time.perf_counter() - start, time.process_time() - cpu, preds
 
 
 def backbone_seconds_per_image(batch: int = 8, repeats: int = 2) -> float:
@@ -140,14 +144,16 @@ def main() -> dict:
     probs, true_nodes = peaked_probabilities(rng, xyz, assignments, class_seeds, N_IMAGES_COMBINER)
     combiner = Combiner(parts, NORMALIZED_SUM, top_k=TOP_K)
     combiner.predict({k: v[:8] for k, v in probs.items()})  # warm-up
-    comb_s, preds = time_combiner(combiner, probs)
+    load = [os.getloadavg()[0]]
+    comb_s, comb_cpu, preds = time_combiner(combiner, probs)
     comb_ips = N_IMAGES_COMBINER / comb_s
     LOG.info("combiner: %.0f images/s (peaked probabilities)", comb_ips)
 
     sub = {k: v[:N_IMAGES_DENSE] for k, v in probs.items()}
-    start = time.perf_counter()
+    load.append(os.getloadavg()[0])
+    start, cpu = time.perf_counter(), time.process_time()
     dense_lat, dense_lng = dense_per_node(assignments, xyz_sum, sub)
-    dense_s = time.perf_counter() - start
+    dense_s, dense_cpu = time.perf_counter() - start, time.process_time() - cpu
     dense_ips = N_IMAGES_DENSE / dense_s
     LOG.info("dense per-node: %.1f images/s", dense_ips)
     comb_lat = np.concatenate([p.lat for p in preds])[:N_IMAGES_DENSE]
@@ -156,10 +162,20 @@ def main() -> dict:
     if disagreement_km > 1e-3:
         raise AssertionError(f"combiner and dense per-node locations differ by up to {disagreement_km} km")
 
-    flat = {k: rng.dirichlet(np.ones(v.shape[1]), size=BATCH).astype(np.float32) for k, v in probs.items()}
-    flat_s, _ = time_combiner(combiner, flat)
-    flat_ips = BATCH / flat_s
-    LOG.info("combiner: %.0f images/s (flat probabilities, dense partition scoring)", flat_ips)
+    flat = {k: rng.dirichlet(np.ones(v.shape[1]), size=N_IMAGES_FLAT).astype(np.float32) for k, v in probs.items()}
+    load.append(os.getloadavg()[0])
+    flat_s, flat_cpu, flat_preds = time_combiner(combiner, flat)
+    flat_ips = N_IMAGES_FLAT / flat_s
+    LOG.info("combiner: %.0f images/s (flat probabilities)", flat_ips)
+    # Exactness on flat rows: the first images against the dense per-node path as well.
+    sub = {k: v[:N_IMAGES_DENSE_FLAT] for k, v in flat.items()}
+    flat_dense_lat, flat_dense_lng = dense_per_node(assignments, xyz_sum, sub)
+    flat_lat = np.concatenate([p.lat for p in flat_preds])[:N_IMAGES_DENSE_FLAT]
+    flat_lng = np.concatenate([p.lng for p in flat_preds])[:N_IMAGES_DENSE_FLAT]
+    flat_disagreement_km = float(haversine_km(flat_lat, flat_lng, flat_dense_lat, flat_dense_lng).max())
+    if flat_disagreement_km > 1e-3:
+        raise AssertionError(f"flat rows: combiner and dense per-node differ by up to {flat_disagreement_km} km")
+    load.append(os.getloadavg()[0])
 
     backbone_s = backbone_seconds_per_image()
     LOG.info("Inception v3 backbone: %.3f s/image", backbone_s)
@@ -180,11 +196,20 @@ def main() -> dict:
         "median_top1_probability": round(float(top1), 3),
         "combiner_images_per_s": round(comb_ips, 1),
         "dense_per_node_images_per_s": round(dense_ips, 2),
-        "speedup_vs_dense": round(comb_ips / dense_ips, 1),
+        "combiner_cpu_s_per_image": round(comb_cpu / N_IMAGES_COMBINER, 6),
+        "dense_per_node_cpu_s_per_image": round(dense_cpu / N_IMAGES_DENSE, 5),
+        "combiner_flat_cpu_s_per_image": round(flat_cpu / N_IMAGES_FLAT, 6),
+        "load_average_peaked_dense_flat_after": [round(x, 2) for x in load],
+        # Speed-ups in CPU seconds per image (robust on a shared machine); the wall-clock ones beside them.
+        "speedup_vs_dense": round((dense_cpu / N_IMAGES_DENSE) / (comb_cpu / N_IMAGES_COMBINER), 1),
+        "speedup_vs_dense_wall": round(comb_ips / dense_ips, 1),
         "speedup_goal": 50,
+        "images_flat": N_IMAGES_FLAT,
         "combiner_flat_probabilities_images_per_s": round(flat_ips, 1),
-        "flat_speedup_vs_dense": round(flat_ips / dense_ips, 1),
+        "flat_speedup_vs_dense": round((dense_cpu / N_IMAGES_DENSE) / (flat_cpu / N_IMAGES_FLAT), 1),
+        "flat_speedup_vs_dense_wall": round(flat_ips / dense_ips, 1),
         "max_location_disagreement_km": disagreement_km,
+        "flat_max_location_disagreement_km": flat_disagreement_km,
         "backbone_s_per_image": round(backbone_s, 4),
         "combiner_share_of_backbone_time": round((1 / comb_ips) / backbone_s, 6),
         "median_error_km_synthetic": round(float(np.median(haversine_km(all_lat, all_lng, true_lat, true_lng))), 2),

@@ -20,24 +20,31 @@ BENCHMARKS = {
     "s2": "benchmarks.bench_s2",
     "bucketing": "benchmarks.bench_bucketing",
     "geoclass": "benchmarks.bench_geoclass",
+    "geoclass_job": "benchmarks.bench_geoclass_job",
     "training": "benchmarks.bench_training",
     "combination": "benchmarks.bench_combination",
+    "image_jobs": "benchmarks.bench_image_jobs",
     "accuracy": "benchmarks.bench_accuracy",
     "locate": "benchmarks.bench_locate",
+    "scale": "benchmarks.bench_scale",
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     names = (argv if argv is not None else sys.argv[1:]) or list(BENCHMARKS)
     failed = []
+    seconds: dict[str, int] = {}
+    begun = time.time()
     for name in names:
         module = BENCHMARKS[name]
         print(f"\n=== {name}: python -m {module}", flush=True)
         started = time.time()
         code = subprocess.call([sys.executable, "-m", module])
-        print(f"=== {name}: exit {code} after {time.time() - started:.0f} s", flush=True)
+        seconds[name] = round(time.time() - started)
+        print(f"=== {name}: exit {code} after {seconds[name]} s", flush=True)
         if code:
             failed.append(name)
+    print(f"\nbenchmark seconds: {seconds}; all: {time.time() - begun:.0f} s", flush=True)
     from benchmarks.report import write_report
 
     path = write_report()

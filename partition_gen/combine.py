@@ -90,6 +90,7 @@ class Combiner:
         self._center_lat, self._center_lng = partitions.centers_latlng()
         self._class_sizes = [s.astype(np.float64) for s in partitions.class_sizes]
         self._class_counts = [np.diff(indptr) for indptr in partitions.class_indptr]
+        self._index = None  # the class -> partitions index as the compiled search reads it
 
     # ------------------------------------------------------------------------------------------ inputs
 
@@ -169,24 +170,33 @@ class Combiner:
         parts = self.partitions
         n = images.size
         full = n == probs[0].shape[0]
+        kernel = _kernel()
         bound = np.zeros(n)
-        picks = []
+        thresholds = []
         gathered = np.zeros(n, dtype=np.int64)
         for i, (p, z) in enumerate(zip(probs, divisors)):
             rows = p if full else p[images]
             threshold = rows.max(axis=1) * rows.dtype.type(ratio)
-            # flatnonzero + divmod: half the cost of a 2-D nonzero.
-            img, cls = np.divmod(np.flatnonzero(rows >= threshold[:, None]), rows.shape[1])
             # Classes left out have P < threshold, so each scores below threshold / z: a bound in float64 that
             # rounds the same way as the scores (same division, same summation order).
             bound = bound + threshold.astype(np.float64) / z[images]
-            picks.append((img, cls))
-            gathered += np.bincount(img, weights=self._class_counts[i][cls], minlength=n).astype(np.int64)
+            thresholds.append(threshold)
+            if kernel is not None:  # one pass, no index arrays: most flat rows go the dense way anyway
+                gathered += kernel.kept_partitions(rows, threshold, self._class_counts[i])
+        picks = [None] * len(probs)
+        if kernel is None:
+            for i, p in enumerate(probs):
+                picks[i] = self._kept_classes(p if full else p[images], thresholds[i])
+                img, cls = picks[i]
+                gathered += np.bincount(img, weights=self._class_counts[i][cls], minlength=n).astype(np.int64)
         dense = gathered > self.dense_fraction * parts.n_partitions
         if dense.any():
             self._predict_dense(probs, divisors, images[dense], out)
         if dense.all():
             return images[:0]
+        if kernel is not None:
+            for i, p in enumerate(probs):
+                picks[i] = self._kept_classes(p if full else p[images], thresholds[i])
 
         cand_img, cand_pid = [], []
         for i, (img, cls) in enumerate(picks):
@@ -230,26 +240,89 @@ class Combiner:
         out.set_argmax(images[img[tie_mask]], pid[tie_mask], best[img[tie_mask]])
         return images[~decided & ~dense]
 
+    @staticmethod
+    def _kept_classes(rows: np.ndarray, threshold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(image, class) pairs with P >= the image's threshold; flatnonzero + divmod: half a 2-D nonzero."""
+        return np.divmod(np.flatnonzero(rows >= threshold[:, None]), rows.shape[1])
+
     def _predict_dense(self, probs, divisors, images: np.ndarray, out: _Output) -> None:
+        """Images the ratio bound cannot decide: the compiled rank-threshold search when numba is there
+        (exact; it ends in dense scoring at worst), else dense NumPy scoring of every partition."""
         k = out.k
+        kernel = _kernel()
         chunk = max(1, _DENSE_CHUNK_ELEMENTS // max(self.partitions.n_partitions, 1))
         for lo in range(0, images.size, chunk):
             sub = images[lo : lo + chunk]
+            if kernel is not None:
+                self._ranked(kernel, probs, divisors, sub, out)
+                continue
             s = self._dense_scores(probs, divisors, sub)
             best = s.max(axis=1)
             ties = s >= (best - self._tolerance(best))[:, None]
             rows, pid = np.nonzero(ties)
             out.set_argmax(sub[rows], pid, best[rows])
-            if k < s.shape[1]:
-                top = np.argpartition(-s, k - 1, axis=1)[:, :k]
-            else:
-                top = np.tile(np.arange(s.shape[1]), (sub.size, 1))
-            top_scores = np.take_along_axis(s, top, axis=1)
-            order = np.lexsort((top, -top_scores), axis=-1)
-            top = np.take_along_axis(top, order, axis=1)
-            top_scores = np.take_along_axis(top_scores, order, axis=1)
+            top, top_scores = _top_k(s, k)
             ranks = np.broadcast_to(np.arange(k), top.shape)
             out.set_topk(np.repeat(sub, k), ranks.ravel(), top.ravel(), top_scores.ravel())
+
+    def _class_index(self):
+        """The (set, class) -> partitions CSR of every set as one (S, Kmax + 1) offset table and one array."""
+        if self._index is None:
+            parts = self.partitions
+            kmax = max(parts.n_classes)
+            ptr = np.zeros((len(parts.set_names), kmax + 1), dtype=np.int64)
+            offset = 0
+            for i, indptr in enumerate(parts.class_indptr):
+                ptr[i, : indptr.size] = indptr + offset
+                ptr[i, indptr.size :] = indptr[-1] + offset
+                offset += int(indptr[-1])
+            members = np.concatenate([m.astype(np.int64) for m in parts.class_members])
+            # Each member's class tuple beside it, so scoring reads memory in CSR order.
+            member_tuples = np.ascontiguousarray(parts.tuples[members], dtype=np.int32)
+            self._index = (np.asarray(parts.n_classes, dtype=np.int64), member_tuples, ptr, members)
+        return self._index
+
+    def _ranked(self, kernel, probs, divisors, sub: np.ndarray, out: _Output) -> None:
+        n_classes, tuples, ptr, members = self._class_index()
+        q = np.zeros((sub.size, len(probs), int(n_classes.max())))
+        for i, (p, z) in enumerate(zip(probs, divisors)):
+            # float64(P_i) / z_i: the very terms of the dense scores.
+            np.divide(p[sub], z[sub][:, None], out=q[:, i, : p.shape[1]], casting="unsafe")
+        k = out.k
+        best = np.empty(sub.size)
+        top = np.empty((sub.size, k), dtype=np.int64)
+        top_scores = np.empty((sub.size, k))
+        tie_count = np.empty(sub.size, dtype=np.int64)
+        tie_ids = np.empty((sub.size, self.partitions.n_partitions), dtype=np.int64)
+        depth0 = max(k, int(n_classes.min()) // 128, 1)
+        kernel.ranked_predict(
+            q, n_classes, tuples, ptr, members, depth0, self.tie_rtol, best, top, top_scores, tie_count, tie_ids
+        )
+        rows = np.repeat(np.arange(sub.size), tie_count)
+        pid = tie_ids[rows, np.arange(rows.size) - np.repeat(np.cumsum(tie_count) - tie_count, tie_count)]
+        out.set_argmax(sub[rows], pid, best[rows])
+        ranks = np.broadcast_to(np.arange(k), top.shape)
+        out.set_topk(np.repeat(sub, k), ranks.ravel(), top.ravel(), top_scores.ravel())
+
+
+def _top_k(s: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the k best columns: score descending, then column ascending."""
+    if k < s.shape[1]:
+        top = np.argpartition(-s, k - 1, axis=1)[:, :k]
+    else:
+        top = np.tile(np.arange(s.shape[1]), (s.shape[0], 1))
+    top_scores = np.take_along_axis(s, top, axis=1)
+    order = np.lexsort((top, -top_scores), axis=-1)
+    return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
+
+
+def _kernel():
+    """The compiled dense scoring (``partition_gen._combine_kernel``), or None when numba is missing."""
+    try:
+        from partition_gen import _combine_kernel
+    except ImportError:  # the NumPy path gives the same answers, ~5x slower on flat probabilities
+        return None
+    return _combine_kernel
 
 
 def _row_dot(p: np.ndarray, weights: np.ndarray, rows_per_chunk: int = 32) -> np.ndarray:

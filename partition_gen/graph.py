@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -35,7 +36,7 @@ from scipy.spatial import _qhull as _scipy_qhull
 from partition_gen import s2cells
 from partition_gen.cells import cells_table_from_points  # noqa: F401  (its home is partition_gen.cells)
 from schemas import columns as c
-from schemas.tables import SchemaError, validate_cells
+from schemas.tables import CELLS, SchemaError, check_columns, check_no_nulls, validate_cells
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +204,50 @@ def triangulate_sphere(points: np.ndarray) -> SphericalTriangulation:
         simplices, equations = _hull_facets(points, "Q5")
     except QhullError:
         simplices, equations = _hull_facets(points, "QJ")  # near-degenerate input: joggle
+    kernel = _kernel()
+    if kernel is not None:
+        tri, indptr, indices, areas = _compiled_triangle_passes(kernel, points, simplices, equations)
+    else:
+        tri, indptr, indices, areas = _numpy_triangle_passes(points, simplices, equations)
+    # A territory larger than a hemisphere comes out modulo 4π from the signed fan.
+    areas = np.mod(areas, FOUR_PI)
+
+    on_hull = np.diff(indptr) > 0  # a vertex of some triangle (hull.vertices would sort all simplices)
+    missing = np.flatnonzero(~on_hull)
+    if missing.size:
+        indptr, indices = _attach_missing(points, np.flatnonzero(on_hull), missing, indptr, indices)
+        areas[missing] = 0.0
+        log.warning(
+            "%d node(s) coincide with another node's site; joined to their nearest node", missing.size
+        )
+    return SphericalTriangulation(indptr, indices, areas)
+
+
+def _kernel():
+    """The compiled triangle passes (``partition_gen._graph_kernel``), or None when numba is missing."""
+    try:
+        from partition_gen import _graph_kernel
+    except ImportError:  # the NumPy passes give the same graph, a few times slower
+        return None
+    return _graph_kernel
+
+
+def _compiled_triangle_passes(kernel, points, simplices, equations):
+    """Oriented triangles, adjacency and (unreduced) territory areas with the compiled kernels; the areas
+    run on a second thread (both release the GIL) while this one builds the adjacency."""
+    tri, centre = kernel.orient(points, np.ascontiguousarray(simplices), np.ascontiguousarray(equations))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        areas_job = pool.submit(kernel.voronoi_areas, points, tri, centre)
+        indptr, indices, ok = kernel.oriented_csr(len(points), tri)
+        areas = areas_job.result()
+    if not ok:  # a repeated directed edge: symmetrise explicitly
+        indptr, indices = _csr_from_edges(len(points), tri.ravel(), tri[:, [1, 2, 0]].ravel())
+    return tri, indptr, indices, areas
+
+
+def _numpy_triangle_passes(points, simplices, equations):
+    """The same as ``_compiled_triangle_passes`` in NumPy (the fallback without numba, and the reference)."""
+    n = len(points)
     tri = simplices.astype(np.int64)
     normals = equations[:, :3]
     # Orient every facet counter-clockwise seen from outside; its circumcentre on the sphere is then the
@@ -223,19 +268,7 @@ def triangulate_sphere(points: np.ndarray) -> SphericalTriangulation:
         areas = np.zeros(n)
         for part in [job.result() for job in first_parts] + [last_part]:
             areas += part
-    # A territory larger than a hemisphere comes out modulo 4π from the signed fan.
-    areas = np.mod(areas, FOUR_PI)
-
-    on_hull = np.zeros(n, dtype=bool)
-    on_hull[tri.ravel()] = True  # (hull.vertices would sort all simplices once more)
-    missing = np.flatnonzero(~on_hull)
-    if missing.size:
-        indptr, indices = _attach_missing(points, np.flatnonzero(on_hull), missing, indptr, indices)
-        areas[missing] = 0.0
-        log.warning(
-            "%d node(s) coincide with another node's site; joined to their nearest node", missing.size
-        )
-    return SphericalTriangulation(indptr, indices, areas)
+    return tri, indptr, indices, areas
 
 
 def _voronoi_area_part(points: np.ndarray, tri: np.ndarray, centre: np.ndarray, k: int) -> np.ndarray:
@@ -400,8 +433,16 @@ def with_feature_means(
 def graph_from_cells_table(
     table: pa.Table, *, with_features: bool = True, feature_dtype=np.float32
 ) -> InitialGraph:
-    """The initial graph of a cells artifact (``schemas.CELLS``), validated at the door."""
-    validate_cells(table)
+    """The initial graph of a cells artifact (``schemas.CELLS``), validated at the door.
+
+    Without features the table may lack the ``feature_sum`` column (a reader that streams it later).
+    """
+    if with_features or c.FEATURE_SUM in table.column_names:
+        validate_cells(table)
+    else:
+        node_columns = [name for name in CELLS.names if name != c.FEATURE_SUM]
+        check_columns("cells", table.schema, CELLS, required=node_columns)
+        check_no_nulls("cells", table, CELLS)
     if table.num_rows == 0:
         raise SchemaError("cells: the table has no rows")
     levels = np.unique(table.column(c.LEVEL).to_numpy(zero_copy_only=False))
@@ -421,6 +462,44 @@ def graph_from_cells_table(
         level=int(levels[0]),
         feature_dtype=feature_dtype,
     )
+
+
+def with_streamed_feature_means(
+    graph: InitialGraph, batches: Iterable[pa.RecordBatch | pa.Table], feature_dtype=np.float32
+) -> InitialGraph:
+    """The graph with per-node mean features from cells-table batches (``cell_id``, ``n_images``,
+    ``feature_sum``) in any order, one batch at a time.
+
+    Lets a reader build the hull from the small node columns first and stream the N×D float64 sums
+    afterwards, so the whole sums column (2.9 GB for 2.8M nodes × 128) is never in memory next to Qhull.
+    The means are those of ``graph_from_cells_table``: float64 sum / n_images, rounded to ``feature_dtype``.
+    """
+    features = None
+    seen = np.zeros(graph.n_nodes, dtype=bool)
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        ids = batch.column(c.CELL_ID).to_numpy(zero_copy_only=False).astype(np.uint64, copy=False)
+        rows = np.searchsorted(graph.cell_ids, ids)
+        rows = np.minimum(rows, graph.n_nodes - 1)
+        if not np.array_equal(graph.cell_ids[rows], ids) or seen[rows].any():
+            raise SchemaError("cells: the feature rows do not match the graph's cells (unknown or repeated cell_id)")
+        seen[rows] = True
+        sums = feature_matrix(batch.column(c.FEATURE_SUM))
+        if features is None:
+            features = np.empty((graph.n_nodes, sums.shape[1]), dtype=feature_dtype)
+        elif sums.shape[1] != features.shape[1]:
+            raise SchemaError(
+                f"cells: column '{c.FEATURE_SUM}' has length {sums.shape[1]}, expected {features.shape[1]}"
+            )
+        block = np.empty(sums.shape, dtype=feature_dtype)
+        np.divide(sums, graph.n_images[rows][:, None], out=block, casting="unsafe")
+        if not np.isfinite(block).all():
+            raise ValueError("cells: feature sums hold NaN or inf")
+        features[rows] = block
+    if features is None or not seen.all():
+        raise SchemaError(f"cells: {int((~seen).sum())} of {graph.n_nodes} cells have no feature row")
+    return replace(graph, features=features)
 
 
 def feature_matrix(column: pa.ChunkedArray) -> np.ndarray:

@@ -175,3 +175,34 @@ def test_progressive_map_steps_match_the_per_node_reference(tmp_path):
         ref_nodes, ref_lat, ref_lng, _, _ = per_node_reference(subset, xyz_sum, batch, NORMALIZED_SUM)
         np.testing.assert_array_equal(step.nodes, ref_nodes[0])
         assert (step.lat, step.lng) == pytest.approx((ref_lat[0], ref_lng[0]), abs=1e-9)
+
+
+@pytest.mark.parametrize("rule", [NORMALIZED_SUM, SIMPLE_SUM])
+def test_flat_probabilities_compiled_dense_scoring_is_exact(rule, monkeypatch):
+    """Flat probabilities (Dirichlet(1), an untrained model) defeat the threshold bound, so every partition
+    is scored: the compiled pass must give the NumPy path's scores bit for bit, and Eq. 3/4 per node."""
+    from partition_gen import combine
+
+    ks = (40, 55, 70)
+    assignments, n_images, xyz_sum = random_sets(21, n_nodes=400, ks=ks)
+    parts = build_partitions(assignments, n_images, xyz_sum, sets_checksum="x")
+    probs = random_probs(np.random.default_rng(21), ks, batch=10, concentration=1.0)
+    combiner = Combiner(parts, rule=rule, top_k=5)
+    dense_images = []
+    original = combiner._predict_dense
+    monkeypatch.setattr(
+        combiner, "_predict_dense", lambda p, z, images, out: (dense_images.append(images), original(p, z, images, out))
+    )
+    assert combine._kernel() is not None
+    compiled = combiner.predict(probs)
+    assert sum(len(i) for i in dense_images) == 10  # every image went the dense way
+    monkeypatch.setattr(combine, "_kernel", lambda: None)
+    numpy_path = Combiner(parts, rule=rule, top_k=5).predict(probs)
+    for field in ("score", "lat", "lng", "n_argmax", "topk_ids", "topk_scores"):
+        np.testing.assert_array_equal(getattr(compiled, field), getattr(numpy_path, field))
+    ref_nodes, ref_lat, ref_lng, ref_best, _ = per_node_reference(assignments, xyz_sum, probs, rule)
+    for b in range(10):
+        nodes = np.flatnonzero(np.isin(parts.node_partition, compiled.argmax_partitions[b]))
+        np.testing.assert_array_equal(nodes, ref_nodes[b])
+    np.testing.assert_allclose(compiled.lat, ref_lat, atol=1e-9)
+    np.testing.assert_allclose(compiled.score, ref_best, rtol=1e-12)

@@ -229,3 +229,56 @@ def test_chunked_cell_centres_equal_one_call():
     rng = np.random.default_rng(9)
     ids = np.unique(s2cells.latlng_to_cell_ids(rng.uniform(-90, 90, 5000), rng.uniform(-180, 180, 5000), 14))
     assert np.array_equal(_cell_centres(ids, chunk=700), s2cells.cell_center_xyz(ids))
+
+
+def _mp16_cell_centres(n_photos: int = 30_000):
+    from sampledata import paths as data_paths
+
+    data = np.genfromtxt(data_paths.mp16_coordinates(), delimiter=",", skip_header=1)[:n_photos]
+    ids = np.unique(s2cells.latlng_to_cell_ids(data[:, 0], data[:, 1], 14))
+    return _unit(s2cells.cell_center_xyz(ids))
+
+
+def test_compiled_triangle_passes_equal_the_numpy_passes_on_real_cells():
+    """numba's one-pass orientation, territories and adjacency against the NumPy passes (the fallback):
+    identical triangles and adjacency, areas equal to rounding, so every n_S2 count is the same."""
+    from partition_gen.graph import _compiled_triangle_passes, _hull_facets, _kernel, _numpy_triangle_passes
+
+    points = _mp16_cell_centres()
+    simplices, equations = _hull_facets(points, "Q5")
+    compiled = _compiled_triangle_passes(_kernel(), points, simplices, equations)
+    reference = _numpy_triangle_passes(points, simplices, equations)
+    for got, want in zip(compiled[:3], reference[:3]):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(compiled[3], reference[3], rtol=1e-12, atol=1e-18)
+    cell = mean_cell_area(14)
+    np.testing.assert_array_equal(np.rint(compiled[3] / cell), np.rint(reference[3] / cell))
+
+
+def test_streamed_feature_means_equal_the_whole_table_ones(tmp_path):
+    """The Beam job builds the hull from the node columns and streams the feature sums afterwards, in any
+    row order and file split: the same float32 means as reading the whole table."""
+    import pyarrow.parquet as pq
+
+    from partition_gen.graph import with_streamed_feature_means
+    from pipelines.generate_geoclass_sets import load_graph
+
+    rng = np.random.default_rng(8)
+    lat = np.degrees(np.arcsin(rng.uniform(-1, 1, 3000)))
+    lng = rng.uniform(-180, 180, 3000)
+    table = cells_table_from_points(np.r_[lat, lat[:500]], np.r_[lng, lng[:500]], rng.normal(size=(3500, 6)))
+    table = table.take(rng.permutation(table.num_rows))
+    pq.write_table(table.slice(0, 1000), tmp_path / "part-0.parquet", row_group_size=300)
+    pq.write_table(table.slice(1000), tmp_path / "part-1.parquet", row_group_size=700)
+    (tmp_path / "_SUCCESS").write_text("")
+    whole = graph_from_cells_table(table)
+    streamed = load_graph(str(tmp_path), with_features=True)
+    np.testing.assert_array_equal(streamed.features, whole.features)
+    np.testing.assert_array_equal(streamed.indices, whole.indices)
+    assert load_graph(str(tmp_path), with_features=False).features is None
+
+    bare = graph_from_cells_table(table, with_features=False)
+    with pytest.raises(SchemaError, match="no feature row"):
+        with_streamed_feature_means(bare, [table.slice(0, 10)])
+    with pytest.raises(SchemaError, match="do not match"):
+        with_streamed_feature_means(bare, [table.slice(0, 10), table.slice(5, 10)])

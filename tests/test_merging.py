@@ -184,3 +184,53 @@ def test_subspace_features_are_row_major_for_the_per_merge_gathers():
     expected = graph.features[:, dims] * graph.n_images[:, None]
     np.testing.assert_allclose(feat, expected, rtol=1e-6)
     np.testing.assert_allclose(norms, np.linalg.norm(expected.astype(np.float64), axis=1), rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def real_graph_50k():
+    """All 100,000 bundled MP-16 photo locations: ~67,000 level-14 nodes, float32 16-d features."""
+    lat, lng = _mp16_coordinates(100_000)
+    feats = np.random.default_rng(3).normal(size=(lat.size, 16))
+    graph = graph_from_cells_table(cells_table_from_points(lat, lng, feats))
+    assert graph.n_nodes > 50_000
+    return graph
+
+
+@pytest.mark.parametrize(
+    "alpha,beta,dims",
+    [
+        ((1, 0, 0), (0.5, 0.5), None),  # the benchmark's weights
+        ((0, 1, 0), (0, 1), None),  # geographic only (squared chords), every score tied at first
+        ((0.5, 0.3, 0.2), (0.7, 0.3), (0, 3, 5, 9, 15)),  # a feature subspace, all three count terms
+    ],
+)
+def test_compiled_merge_gives_the_python_loops_merge_sequence_on_a_real_50k_graph(real_graph_50k, alpha, beta, dims):
+    """The numba loop (the default engine) against the pure-Python loop it replaced: the same merges in
+    the same order, hence the same classes, on a real graph of more than 50,000 nodes."""
+    graph = real_graph_50k
+    compiled = merge_nodes(graph, 2000, alpha, beta, dims, record_merges=True, engine="numba")
+    python = merge_nodes(graph, 2000, alpha, beta, dims, record_merges=True, engine="python")
+    np.testing.assert_array_equal(compiled.merges, python.merges)
+    np.testing.assert_array_equal(compiled.labels, python.labels)
+    assert compiled.n_classes == 2000
+
+
+def test_compiled_merge_grows_and_compacts_its_adjacency_pool():
+    """A few huge classes (every node merges into a growing neighbour) force slot moves and pool
+    compactions; the classes must still be the reference's."""
+    graph = _small_graph(n_points=900, seed=13)
+    for k in (1, 3):
+        compiled = merge_nodes(graph, k, (0, 0, 1), (0, 1), record_merges=True, engine="numba")
+        slow = merge_reference_networkx(graph, k, (0, 0, 1), (0, 1), scan=False)
+        np.testing.assert_array_equal(compiled.merges, slow.merges)
+
+
+def test_compiled_merge_reports_a_disconnected_graph():
+    from dataclasses import replace
+
+    graph = _small_graph(seed=3)
+    lonely = replace(graph, indptr=np.zeros(graph.n_nodes + 1, np.int64), indices=np.zeros(0, np.int32))
+    with pytest.raises(ValueError, match="disconnected"):
+        merge_nodes(lonely, 5, engine="numba")
+    with pytest.raises(ValueError, match="engine"):
+        merge_nodes(graph, 5, engine="cython")

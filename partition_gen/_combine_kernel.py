@@ -1,0 +1,130 @@
+"""Compiled (Numba) search for ``partition_gen.combine``: images whose probabilities are too flat for the
+ratio bound (an untrained or uncertain model) without scoring every partition.
+
+A partition's score is sum_i q[b, i, T[p, i]] with the terms added in set order, exactly as the NumPy path
+adds its per-set terms (q = float64(P_i) / z_i is formed by the caller, as the NumPy path forms each term),
+so every score is bit for bit the dense one; the top-k order is score descending, then partition id
+ascending, as the NumPy path's lexsort gives. Fagin's threshold algorithm over per-set rank cut-offs
+decides which partitions need a score at all.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _before(s1, p1, s2, p2):
+    """(score, partition) order of the top-k: higher score first, then lower partition id."""
+    return s1 > s2 or (s1 == s2 and p1 < p2)
+
+
+@njit(cache=True, nogil=True)
+def ranked_predict(q, n_classes, member_tuples, cls_ptr, members, depth0, tie_rtol,
+                   best, top_ids, top_scores, tie_count, tie_ids):  # fmt: skip
+    """Exact arg-max set and top-k of each image by a rank threshold, for rows the ratio bound cannot prune.
+
+    Per image: in each set i keep the classes whose q is at least the ``depth``-th largest q of that set
+    (``thr_i``, read from every 8th class: any threshold keeps the answer exact, since the bound is formed
+    from the very values used), score every partition inside a kept class, and bound every other one by
+    B = sum_i thr_i (each of its terms is below thr_i; the sum is formed in set order like the scores, and
+    float addition is monotone). When the k-th best candidate is > B and the best exceeds B by more than
+    the tie tolerance, the top-k and the tie set are exact; else ``depth`` grows 4-fold. At depth >= K_i
+    every class is kept, so the last round is the dense answer.
+
+    ``q`` (B, S, Kmax) float64 = float64(P_i) / z_i; ``cls_ptr`` (S, Kmax + 1) and ``members`` are the
+    (set, class) -> partitions CSR with offsets into one array, and ``member_tuples[j]`` the class tuple of
+    partition ``members[j]`` (read in CSR order, not at random). Writes best, top-k, and the arg-max ties
+    (ids ascending) into ``tie_ids[b, :tie_count[b]]``.
+    """
+    n_img, n_sets = q.shape[0], q.shape[1]
+    n_parts = tie_ids.shape[1]
+    k = top_ids.shape[1]
+    sample = np.empty(q.shape[2] // 8 + 1)
+    mark = np.zeros(n_parts, dtype=np.uint8)
+    cand = np.empty(n_parts, dtype=np.int64)
+    score = np.empty(n_parts)
+    thr = np.empty(n_sets)
+    for b in range(n_img):
+        depth = depth0
+        n_cand = 0
+        while True:
+            everything = True
+            for i in range(n_sets):
+                kk = n_classes[i]
+                if depth >= kk:
+                    thr[i] = -np.inf
+                else:
+                    everything = False
+                    n_sample = 0
+                    for cls in range(0, kk, 8):
+                        sample[n_sample] = -q[b, i, cls]
+                        n_sample += 1
+                    rank = min(n_sample, max(1, depth // 8))
+                    thr[i] = -np.partition(sample[:n_sample], rank - 1)[rank - 1]
+            for i in range(n_sets):
+                t = thr[i]
+                for cls in range(n_classes[i]):
+                    if q[b, i, cls] >= t:
+                        for j in range(cls_ptr[i, cls], cls_ptr[i, cls + 1]):
+                            m = members[j]
+                            if mark[m] == 0:
+                                mark[m] = 1
+                                cand[n_cand] = m
+                                s = q[b, 0, member_tuples[j, 0]]
+                                for i2 in range(1, n_sets):
+                                    s += q[b, i2, member_tuples[j, i2]]
+                                score[n_cand] = s
+                                n_cand += 1
+            # Best and top-k among the candidates.
+            hi = -np.inf
+            filled = 0
+            for j in range(n_cand):
+                s, m = score[j], cand[j]
+                if s > hi:
+                    hi = s
+                if filled < k or _before(s, m, top_scores[b, k - 1], top_ids[b, k - 1]):
+                    pos = filled if filled < k else k - 1
+                    while pos > 0 and _before(s, m, top_scores[b, pos - 1], top_ids[b, pos - 1]):
+                        top_scores[b, pos] = top_scores[b, pos - 1]
+                        top_ids[b, pos] = top_ids[b, pos - 1]
+                        pos -= 1
+                    top_scores[b, pos] = s
+                    top_ids[b, pos] = m
+                    if filled < k:
+                        filled += 1
+            if everything or n_cand == n_parts:
+                break
+            bound = thr[0]
+            for i in range(1, n_sets):
+                bound += thr[i]
+            if filled == k and top_scores[b, k - 1] > bound and bound < hi - tie_rtol * abs(hi):
+                break
+            depth *= 4
+        best[b] = hi
+        low = hi - tie_rtol * abs(hi)
+        count = 0
+        for j in range(n_cand):
+            if score[j] >= low:
+                tie_ids[b, count] = cand[j]
+                count += 1
+        tie_count[b] = count
+        tie_ids[b, :count].sort()
+        for j in range(n_cand):
+            mark[cand[j]] = 0
+
+
+@njit(cache=True, nogil=True)
+def kept_partitions(rows, threshold, class_counts):
+    """Per image, the partitions inside its classes with P >= threshold (the pruned path's candidate
+    count, before any candidate is listed)."""
+    out = np.zeros(rows.shape[0], dtype=np.int64)
+    for b in range(rows.shape[0]):
+        t = threshold[b]
+        total = 0
+        for cls in range(rows.shape[1]):
+            if rows[b, cls] >= t:
+                total += class_counts[cls]
+        out[b] = total
+    return out
