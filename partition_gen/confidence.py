@@ -114,22 +114,10 @@ def coverage(errors_km: np.ndarray, radius_km: np.ndarray) -> float:
 
 def write_calibrations(directory: str, calibrations: Mapping[str, Calibration]) -> None:
     """``confidence.json`` in ``directory`` (a model's ``refine/``; local or gs://)."""
-    import os
-
-    from schemas.io import is_remote
+    from schemas import artifacts
 
     text = json.dumps({name: cal.to_json() for name, cal in calibrations.items()}, indent=1) + "\n"
-    if is_remote(directory):
-        from apache_beam.io.filesystems import FileSystems
-
-        with FileSystems.create(FileSystems.join(directory, CONFIDENCE_FILE)) as handle:
-            handle.write(text.encode())
-        return
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, CONFIDENCE_FILE + ".tmp")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, os.path.join(directory, CONFIDENCE_FILE))
+    artifacts.write_bytes(artifacts.join(directory, CONFIDENCE_FILE), text.encode())
 
 
 def load_calibrations(model_dir: str) -> dict[str, Calibration]:

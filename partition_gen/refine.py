@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -177,26 +176,17 @@ def save_index(index: RefineIndex, directory: str) -> None:
     """``index.npz`` + ``settings.json`` + ``_SUCCESS`` in ``directory`` (local or gs://)."""
     import io
 
-    from schemas.io import is_remote
+    from schemas import artifacts
 
     buffer = io.BytesIO()
     np.savez(buffer, centroids=index.centroids, codes=index.codes, lat=index.lat, lng=index.lng, indptr=index.indptr)
     meta = {"partitions_id": index.partitions_id, "set_names": list(index.set_names), "dim": index.dim,
             "n_photos": index.n_photos, "bytes_per_photo": index.bytes_per_photo(), "settings": index.settings}
-    files = {INDEX_FILE: buffer.getvalue(), SETTINGS_FILE: (json.dumps(meta, indent=2) + "\n").encode(), SUCCESS: b""}
-    if is_remote(directory):
-        from apache_beam.io.filesystems import FileSystems
-
-        for name, data in files.items():
-            with FileSystems.create(FileSystems.join(directory, name)) as handle:
-                handle.write(data)
-        return
-    os.makedirs(directory, exist_ok=True)
-    for name, data in files.items():
-        tmp = os.path.join(directory, name + ".tmp")
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, os.path.join(directory, name))
+    # The artifact protocol of schemas.artifacts: no marker while files change, then a checksummed one.
+    artifacts.remove_marker(directory)
+    artifacts.write_bytes(artifacts.join(directory, INDEX_FILE), buffer.getvalue())
+    artifacts.write_bytes(artifacts.join(directory, SETTINGS_FILE), (json.dumps(meta, indent=2) + "\n").encode())
+    artifacts.write_marker(directory)
 
 
 def index_dir(model_dir: str) -> str:
@@ -214,6 +204,9 @@ def load_index(model_dir: str) -> RefineIndex | None:
     directory = index_dir(model_dir)
     if not path_exists(join_path(directory, SUCCESS)):
         return None
+    from schemas import artifacts
+
+    artifacts.verify(directory, "refinement index")  # an edited or half-rewritten index is refused, not used
     meta = json.loads(read_bytes(join_path(directory, SETTINGS_FILE)).decode())
     arrays = np.load(io.BytesIO(read_bytes(join_path(directory, INDEX_FILE))))
     return RefineIndex(

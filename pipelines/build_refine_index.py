@@ -28,6 +28,7 @@ from partition_gen.combine import NORMALIZED_SUM
 from partition_gen.evaluation import THRESHOLDS_KM, accuracy_at, accuracy_dict, standard_methods
 from partition_gen.geo import haversine_km
 from partition_gen.partitions import load_partitions
+from schemas import artifacts
 
 LOG = logging.getLogger("cplanet.build_refine_index")
 CONFIDENCE_FILE = confidence.CONFIDENCE_FILE
@@ -122,6 +123,7 @@ def build(examples_dir: str, model_dir: str, partitions_dir: str, code_bytes: in
                  chosen["mean_accuracy_eq4"], chosen["mean_accuracy"])
     index = index.with_settings(methods=settings)
     directory = refine.index_dir(model_dir)
+    artifacts.remove_marker(directory)  # incomplete from here until save_index writes the checksummed marker
     write_confidence(directory, calibrations)
     refine.save_index(index, directory)  # writes _SUCCESS last
     summary = {"n_train_photos": index.n_photos, "n_eval_photos": int(len(err)), "dim": index.dim,

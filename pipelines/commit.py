@@ -257,6 +257,14 @@ class CommitPolicy:
     allow_empty: bool = False
     max_dead_letter_fraction: float = DEFAULT_MAX_DEAD_LETTER_FRACTION
 
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> CommitPolicy:
+        """The policy a job's ``--allow_empty`` and ``--max_dead_letter_fraction`` flags ask for."""
+        return cls(
+            allow_empty=bool(getattr(args, "allow_empty", False)),
+            max_dead_letter_fraction=float(getattr(args, "max_dead_letter_fraction", DEFAULT_MAX_DEAD_LETTER_FRACTION)),
+        )
+
 
 def accounting_problem(summary: JobSummary, policy: CommitPolicy) -> str | None:
     if not summary.balanced:
@@ -383,9 +391,7 @@ def run_job(
     before the job finished (the job then commits, or refuses to, by itself).
     """
     if args is not None:
-        from pipelines.options import commit_policy
-
-        policy = policy or commit_policy(args)
+        policy = policy or CommitPolicy.from_args(args)
         wait = getattr(args, "wait_until_finish", True) if wait is None else wait
     wait = True if wait is None else wait
     add_commit_step(pipeline, job, outputs, policy, checks, before_commit)

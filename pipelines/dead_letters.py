@@ -25,6 +25,7 @@ from apache_beam.metrics import Metrics
 from pipelines.commit import DEAD_PREFIX, ledger
 from schemas import DEAD_LETTERS, Reason
 from schemas import columns as c
+from schemas.tables import row_problems
 
 VALID = "valid"
 DEAD = "dead_letters"
@@ -83,8 +84,6 @@ def stable_fraction(photo_id: str) -> float:
 
 def _fingerprints_by_bucket(batch: pa.RecordBatch, n_buckets: int, validate_with: tuple | None):
     if validate_with is not None:
-        from pipelines.reading import row_problems
-
         problems = row_problems(batch, *validate_with)
         if problems:
             keep = np.ones(batch.num_rows, dtype=bool)

@@ -73,15 +73,6 @@ def add_job_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def commit_policy(args: argparse.Namespace):
-    from pipelines.commit import CommitPolicy
-
-    return CommitPolicy(
-        allow_empty=bool(getattr(args, "allow_empty", False)),
-        max_dead_letter_fraction=float(getattr(args, "max_dead_letter_fraction", DEFAULT_MAX_DEAD_LETTER_FRACTION)),
-    )
-
-
 def _flag_value(args: Sequence[str], flag: str) -> str | None:
     for i, arg in enumerate(args):
         if arg == flag and i + 1 < len(args):

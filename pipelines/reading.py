@@ -27,9 +27,10 @@ from pipelines import progress
 from pipelines.commit import ROWS_IN, ledger
 from pipelines.dead_letters import DEAD, VALID, batch_row, dead_letter, row_file_and_index  # noqa: F401
 from pipelines.options import DEFAULT_BATCH_ROWS
-from schemas import EMBEDDING_TYPE, row_problem
+from schemas import EMBEDDING_TYPE
 from schemas import columns as c
 from schemas.artifacts import is_remote, verify
+from schemas.tables import row_problem, row_problems, suspicious_rows  # noqa: F401  (re-exported for the jobs)
 
 # ROW_KEY = file ordinal << 40 | row in file: 2**40 rows per file, 2**23 files per input.
 _ROW_BITS = 40
@@ -240,67 +241,6 @@ class ReadTableBatches(beam.PTransform):
             # The commit step's count of rows in comes from the data itself, not from runner metrics.
             ledger(pbegin.pipeline, self._job).tally(ROWS_IN, batches, "Count rows in")
         return batches
-
-
-def suspicious_rows(
-    batch: pa.RecordBatch, embedding_dim: int | None = None, need_embedding: bool = False, need_location: bool = True
-) -> np.ndarray:
-    """Boolean mask of rows that may have a problem: a vectorized superset of ``schemas.row_problem``.
-
-    Only these rows pay for the per-row check, so 30M clean photos never go through Python one by one.
-    """
-    n = batch.num_rows
-    names = batch.schema.names
-    bad = np.zeros(n, dtype=bool)
-    if c.PHOTO_ID in names:
-        ids = batch.column(c.PHOTO_ID)
-        bad |= pc.fill_null(pc.equal(pc.cast(ids, pa.string()), ""), True).to_numpy(zero_copy_only=False)
-    else:
-        bad[:] = True
-    for name, limit in ((c.LAT, 90.0), (c.LNG, 180.0)) if need_location else ():
-        if name not in names:
-            bad[:] = True
-            continue
-        values = batch.column(name)
-        if not pa.types.is_floating(values.type) and not pa.types.is_integer(values.type):
-            bad[:] = True
-            continue
-        arr = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)  # nulls -> NaN
-        with np.errstate(invalid="ignore"):
-            bad |= ~(np.abs(arr) <= limit)
-    if c.EMBEDDING in names:
-        emb = batch.column(c.EMBEDDING)
-        null = emb.is_null().to_numpy(zero_copy_only=False)
-        if need_embedding:
-            bad |= null
-        lengths = pc.fill_null(pc.list_value_length(emb), 0).to_numpy(zero_copy_only=False)
-        if embedding_dim is not None:
-            bad |= ~null & (lengths != embedding_dim)
-        flat = pc.list_flatten(emb)
-        if len(flat) and flat.null_count == 0 and pa.types.is_floating(flat.type) and (lengths == lengths[0]).all():
-            # The common case (equal lengths, no nulls): one reshape, no per-value bookkeeping.
-            values = flat.to_numpy(zero_copy_only=False).reshape(n, -1)
-            bad |= ~np.isfinite(values).all(axis=1)
-        elif len(flat):
-            finite = pc.fill_null(pc.is_finite(pc.cast(flat, pa.float64())), False).to_numpy(zero_copy_only=False)
-            parents = pc.list_parent_indices(emb).to_numpy(zero_copy_only=False)
-            bad |= np.bincount(parents[~finite], minlength=n) > 0
-    elif need_embedding:
-        bad[:] = True
-    return bad
-
-
-def row_problems(
-    batch: pa.RecordBatch, embedding_dim: int | None = None, need_embedding: bool = False, need_location: bool = True
-) -> dict[int, tuple[str, str]]:
-    """{row index: (reason, detail)} of the batch's rows that ``schemas.row_problem`` rejects."""
-    problems = {}
-    for i in np.flatnonzero(suspicious_rows(batch, embedding_dim, need_embedding, need_location)):
-        row = batch_row(batch, int(i))
-        problem = row_problem(row, embedding_dim, need_embedding=need_embedding, need_location=need_location)
-        if problem is not None:
-            problems[int(i)] = problem
-    return problems
 
 
 class _ValidateBatchesFn(beam.DoFn):

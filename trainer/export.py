@@ -42,6 +42,7 @@ import tensorflow as tf
 from schemas import artifacts
 from schemas.artifacts import commit_staged, local_staging
 from trainer import inputs
+from trainer.job_dir import latest_checkpoint
 from trainer.model import head_sizes
 
 log = logging.getLogger("trainer.export")
@@ -306,20 +307,6 @@ def load_features_model(model_dir: str, sets: str | Mapping) -> keras.Model:
 def load_geolocator(model_dir: str, sets: str | Mapping) -> keras.Model:
     """``geolocator.keras`` (images -> per-set probabilities), with the same checks as the features model."""
     return _load_checked(model_dir, GEOLOCATOR_FILE, sets, None)
-
-
-def latest_checkpoint(job_dir: str) -> tuple[str, str]:
-    """(checkpoint to export, sets checksum it was trained on) of a trainer job dir: every head at its best
-    eval epoch when the run kept one (``trainer.train``), else the newest checkpoint."""
-    from trainer.train import STATE_FILE
-    from trainer.train import export_checkpoint_of as checkpoint_of
-
-    path = os.path.join(job_dir, STATE_FILE)
-    if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"{job_dir} has no {STATE_FILE}: no epoch of training has finished there")
-    with tf.io.gfile.GFile(path, "r") as handle:
-        state = json.loads(handle.read())
-    return checkpoint_of(job_dir, state), state["sets_checksum"]
 
 
 def run(argv: Sequence[str] | None = None) -> dict:

@@ -46,16 +46,22 @@ import tensorflow as tf
 
 from trainer import hparams as hp
 from trainer import inputs
+from trainer.job_dir import (
+    BEST_CHECKPOINT,
+    CHECKPOINT_DIR,
+    CURVES_FILE,
+    HISTORY_FILE,
+    LOG_DIR,
+    STATE_FILE,
+    checkpoint_of,
+    checkpoint_path,
+    export_checkpoint_of,
+    read_state,
+)
 from trainer.model import build_model, head_sizes
 
 log = logging.getLogger("trainer.train")
 
-STATE_FILE = "state.json"
-HISTORY_FILE = "history.json"
-CURVES_FILE = "curves.png"
-CHECKPOINT_DIR = "checkpoints"
-BEST_CHECKPOINT = "best.keras"
-LOG_DIR = "logs"
 
 
 class ResumeError(ValueError):
@@ -89,47 +95,6 @@ def _write_text_atomic(path: str, text: str) -> None:
     tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
-def _read_state(job_dir: str) -> dict | None:
-    path = os.path.join(job_dir, STATE_FILE)
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path, "r") as handle:
-        return json.loads(handle.read())
-
-
-def _checkpoint_path(job_dir: str, epoch: int) -> str:
-    return os.path.join(job_dir, CHECKPOINT_DIR, f"epoch-{epoch:04d}.keras")
-
-
-def checkpoint_of(job_dir: str, state: Mapping) -> str:
-    """The checkpoint file a state record points to."""
-    return os.path.join(job_dir, CHECKPOINT_DIR, os.path.basename(state["checkpoint"]))
-
-
-def export_checkpoint_of(job_dir: str, state: Mapping) -> str:
-    """The checkpoint to export: every head at its best epoch when the run kept one, else the newest."""
-    if state.get("best_checkpoint"):
-        return os.path.join(job_dir, CHECKPOINT_DIR, os.path.basename(state["best_checkpoint"]))
-    return checkpoint_of(job_dir, state)
-
-
-def training_summary(job_dir: str) -> dict:
-    """Per head the chosen (best) epoch and its eval top-1, the epochs run, and whether training stopped early."""
-    state = _read_state(job_dir)
-    if state is None:
-        raise FileNotFoundError(f"{job_dir} has no {STATE_FILE}: no epoch of training has finished there")
-    best = state.get("best") or {}
-    return {
-        "epochs_run": int(state["epoch"]),
-        "epochs_max": int(state["hparams"]["epochs"]),
-        "stopped_early": bool(state.get("stopped_early", False)),
-        "early_stopping_patience": state["hparams"].get("early_stopping_patience"),
-        "label_smoothing_km": state["hparams"].get("label_smoothing_km"),
-        "best_epoch": {name: int(b["epoch"]) for name, b in best.items()},
-        "best_eval_top1": {name: float(b["top1"]) for name, b in best.items()},
-    }
-
-
 def _update_best(best: dict, history: Mapping, head_names, epoch: int, min_delta: float) -> list[str]:
     """Heads whose eval top-1 of ``epoch`` (1-based) beats their best by more than min_delta; updates best."""
     improved = []
@@ -152,7 +117,7 @@ def _should_stop(best: Mapping, head_names, epoch: int, patience: int | None) ->
 
 def _save_checkpoint(model: keras.Model, job_dir: str, epoch: int) -> str:
     """Save model + optimizer state; the state file written afterwards is the commit point."""
-    final = _checkpoint_path(job_dir, epoch)
+    final = checkpoint_path(job_dir, epoch)
     tf.io.gfile.makedirs(os.path.dirname(final))
     partial = final.replace(".keras", ".partial.keras")
     model.save(partial)
@@ -298,7 +263,7 @@ def _train(examples_dir: str, sets: str | Mapping, job_dir: str, params: hp.HPar
             raise ValueError("label smoothing needs the geoclass-sets directory (its classes.parquet), not a mapping")
         centres = inputs.read_class_centres(sets, head_names)
 
-    state = _read_state(job_dir)
+    state = read_state(job_dir)
     best: dict = {}
     if state is None:
         model = build_model(
