@@ -448,8 +448,23 @@ def configure_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+# The RunConfig keys that scaled_defaults fills from the number of training photos when they are None.
+SCALED_KEYS = ("classes_per_set", "planet_t_max", "planet_t_min", "epochs")
+
+
+def config_keys_help() -> str:
+    """The ``--config`` keys with their defaults, for ``--help`` (``None``: scaled to the data)."""
+    lines = ["config keys (JSON or YAML --config file; default in brackets, 'scaled' = from the data):"]
+    for field in dataclasses.fields(RunConfig):
+        scaled = field.name in SCALED_KEYS
+        default = "scaled" if scaled and field.default is None else repr(field.default)
+        lines.append(f"  {field.name} [{default}]")
+    return "\n".join(lines)
+
+
 def parser() -> argparse.ArgumentParser:
-    p = Parser(prog="pipelines.run_all", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="pipelines.run_all", description=__doc__, epilog=config_keys_help(),
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train", required=True, help=f"training photos: Parquet with {c.PHOTO_ID}, {c.LAT}, "
                    f"{c.LNG}, {c.EMBEDDING}; or an image manifest ({c.IMAGE_URI}), e.g. from ingest_photos")
     p.add_argument("--test", required=True, help="test photos, same columns (with lat/lng: the truth)")
