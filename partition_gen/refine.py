@@ -396,3 +396,58 @@ def choose_settings(
                 best = {"top_partitions": k, "min_similarity": float(t), "mean_accuracy": score}
     best["mean_accuracy_eq4"] = base_score
     return best
+
+
+# ------------------------------------------------------------------------------------------------ serving
+
+# The combiner keeps this many partitions when an index is used: the calibration's features read them.
+CALIBRATION_TOP_K = 20
+
+
+class AccuracyExtras:
+    """The refinement index and confidence calibrations of a model, applied to one method's predictions
+    (``batch_predict`` and ``locate`` alike)."""
+
+    def __init__(self, index, calibrations: dict, partitions):
+        self.index, self.calibrations, self.partitions = index, calibrations, partitions
+        self._refiners: dict = {}
+
+    @classmethod
+    def load(cls, model_dir: str, partitions) -> AccuracyExtras | None:
+        """The model's extras, or None when its directory has no refinement index."""
+        from partition_gen import confidence
+
+        index = load_index(model_dir)
+        if index is None:
+            return None
+        if index.partitions_id != partitions.partitions_id:
+            raise ValueError(f"{index_dir(model_dir)} was built for partitions {index.partitions_id}, "
+                             f"not {partitions.partitions_id}")
+        return cls(index, confidence.load_calibrations(model_dir), partitions)
+
+    def top_k(self, top_k: int) -> int:
+        """Partitions the combiner must keep: the calibration's features look at the top CALIBRATION_TOP_K."""
+        return max(top_k, CALIBRATION_TOP_K)
+
+    def variants(self, name: str, combiner, pred, probs: dict, embeddings: np.ndarray | None) -> list:
+        """[(method name, lat, lng, (radius50, radius90))]: the method itself, then its "+R" row if it has one."""
+        from partition_gen import confidence
+
+        heads = [probs[n] for n in combiner.partitions.set_names]
+        tuples = combiner.partitions.tuples
+        features = confidence.combiner_features(pred.topk_ids, pred.topk_scores[:, :5], tuples, heads)
+        out = [(name, pred.lat, pred.lng, self._radii(name, features))]
+        settings = (self.index.settings.get("methods") or {}).get(name)
+        if settings is None or embeddings is None:
+            return out
+        if name not in self._refiners:
+            self._refiners[name] = Refiner(self.index, combiner.partitions, self.partitions)
+        moved = self._refiners[name].refine(pred.topk_ids, pred.lat, pred.lng, embeddings, **settings)
+        features = confidence.combiner_features(pred.topk_ids, pred.topk_scores[:, :5], tuples, heads,
+                                                moved.moved, moved.similarity)
+        refined = refined_name(name)
+        return out + [(refined, moved.lat, moved.lng, self._radii(refined, features))]
+
+    def _radii(self, name: str, features: np.ndarray):
+        calibration = self.calibrations.get(name)
+        return (None, None) if calibration is None else calibration.radii(features)

@@ -55,6 +55,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 
+from partition_gen import refine
 from partition_gen.evaluation import default_method, parse_method, standard_methods
 from partition_gen.partitions import Partitions, check_model_matches, load_partitions
 from partition_gen.places import gazetteer
@@ -314,7 +315,7 @@ class _CombineFn(beam.DoFn):
         parts = self._partitions if self._partitions is not None else load_partitions(self._dir)
         self._set_names = parts.set_names
         self._methods = resolve_methods(self._spec, parts.set_names)
-        self._extras = AccuracyExtras.load(self._model_dir, parts) if self._model_dir else None
+        self._extras = refine.AccuracyExtras.load(self._model_dir, parts) if self._model_dir else None
         top_k = self._extras.top_k(self._top_k) if self._extras else self._top_k
         self._combiners = {m.name: m.combiner(parts, top_k) for m in self._methods}
         self._gazetteer = gazetteer()  # built once per worker (~2 s), then vectorised lookups per batch
@@ -401,54 +402,6 @@ def has_accuracy_extras(model_dir: str) -> bool:
     from partition_gen import refine
 
     return FileSystems.exists(FileSystems.join(refine.index_dir(model_dir), "_SUCCESS"))
-
-
-class AccuracyExtras:
-    """The refinement index and confidence calibrations of a model, applied to one method's predictions."""
-
-    def __init__(self, index, calibrations: dict, partitions: Partitions):
-        self.index, self.calibrations, self.partitions = index, calibrations, partitions
-        self._refiners: dict = {}
-
-    @classmethod
-    def load(cls, model_dir: str, partitions: Partitions) -> AccuracyExtras | None:
-        from partition_gen import confidence, refine
-
-        index = refine.load_index(model_dir)
-        if index is None:
-            return None
-        if index.partitions_id != partitions.partitions_id:
-            raise ValueError(f"{refine.index_dir(model_dir)} was built for partitions {index.partitions_id}, "
-                             f"not {partitions.partitions_id}")
-        return cls(index, confidence.load_calibrations(model_dir), partitions)
-
-    def top_k(self, top_k: int) -> int:
-        from pipelines.build_refine_index import CALIBRATION_TOP_K
-
-        return max(top_k, CALIBRATION_TOP_K)
-
-    def variants(self, name: str, combiner, pred, probs: dict, embeddings: np.ndarray | None) -> list:
-        """[(method name, lat, lng, (radius50, radius90))]: the method itself, then its "+R" row if it has one."""
-        from partition_gen import confidence, refine
-
-        heads = [probs[n] for n in combiner.partitions.set_names]
-        tuples = combiner.partitions.tuples
-        features = confidence.combiner_features(pred.topk_ids, pred.topk_scores[:, :5], tuples, heads)
-        out = [(name, pred.lat, pred.lng, self._radii(name, features))]
-        settings = (self.index.settings.get("methods") or {}).get(name)
-        if settings is None or embeddings is None:
-            return out
-        if name not in self._refiners:
-            self._refiners[name] = refine.Refiner(self.index, combiner.partitions, self.partitions)
-        moved = self._refiners[name].refine(pred.topk_ids, pred.lat, pred.lng, embeddings, **settings)
-        features = confidence.combiner_features(pred.topk_ids, pred.topk_scores[:, :5], tuples, heads,
-                                                moved.moved, moved.similarity)
-        refined = refine.refined_name(name)
-        return out + [(refined, moved.lat, moved.lng, self._radii(refined, features))]
-
-    def _radii(self, name: str, features: np.ndarray):
-        calibration = self.calibrations.get(name)
-        return (None, None) if calibration is None else calibration.radii(features)
 
 
 # ------------------------------------------------------------------------------------------------- job

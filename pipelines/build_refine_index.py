@@ -32,7 +32,7 @@ from schemas import artifacts
 
 LOG = logging.getLogger("cplanet.build_refine_index")
 CONFIDENCE_FILE = confidence.CONFIDENCE_FILE
-CALIBRATION_TOP_K = 20
+CALIBRATION_TOP_K = refine.CALIBRATION_TOP_K
 
 
 def read_split(examples_dir: str, split: str) -> dict:

@@ -71,6 +71,10 @@ class Located:
     score: float
     place: dict
     topk: list[dict]
+    # From the model's refinement index and calibrations (run_all stage 6), when it has them.
+    method: str = ""
+    radius50_km: float | None = None
+    radius90_km: float | None = None
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -224,7 +228,15 @@ class Locator:
             raise UsageError(str(error).splitlines()[0]) from error
         self.set_names = list(self.partitions.set_names)
         self.method = default_method(self.set_names)
-        self.combiner = self.method.combiner(self.partitions, top_k)
+        from partition_gen.refine import AccuracyExtras
+
+        try:
+            # Refinement ("+R") and confidence radii when the model directory has an index (run_all stage 6).
+            self.extras = AccuracyExtras.load(model_dir, self.partitions)
+        except (OSError, ValueError, IncompleteArtifactError) as error:
+            raise UsageError(str(error).splitlines()[0]) from error
+        self.top_k = top_k
+        self.combiner = self.method.combiner(self.partitions, self.extras.top_k(top_k) if self.extras else top_k)
         self.embedding_dim = int(self.manifest["embedding_dim"])
         self.model_id = self.manifest["model_id"]
         binding = read_partitions_manifest(partitions_dir)
@@ -248,7 +260,9 @@ class Locator:
         outputs = {name: np.asarray(value) for name, value in outputs.items()}
         return outputs.pop(FEATURES_OUTPUT, None), outputs
 
-    def locate(self, photos: Sequence[str], probabilities: dict[str, np.ndarray]) -> list[Located | Failure]:
+    def locate(
+        self, photos: Sequence[str], probabilities: dict[str, np.ndarray], features: np.ndarray | None = None
+    ) -> list[Located | Failure]:
         from partition_gen.places import nearest_places
 
         if not photos:
@@ -264,9 +278,16 @@ class Locator:
         ]
         if not keep.size:
             return results
-        pred = self.combiner.predict({name: p[keep] for name, p in probs.items()})
-        places = nearest_places(pred.lat, pred.lng)
-        valid = pred.topk_ids >= 0
+        kept = {name: p[keep] for name, p in probs.items()}
+        pred = self.combiner.predict(kept)
+        # The method's own row, then its refined "+R" row when the index has one: the last is reported.
+        method, lat, lng, (radius50, radius90) = self.method.name, pred.lat, pred.lng, (None, None)
+        if self.extras is not None:
+            embeddings = None if features is None else np.asarray(features, dtype=np.float32)[keep]
+            method, lat, lng, (radius50, radius90) = self.extras.variants(
+                self.method.name, self.combiner, pred, kept, embeddings)[-1]
+        places = nearest_places(lat, lng)
+        valid = pred.topk_ids[:, : self.top_k] >= 0
         k_places = nearest_places(pred.topk_lat[valid], pred.topk_lng[valid]).names()
         names = iter(k_places)
         for j, i in enumerate(keep):
@@ -278,17 +299,20 @@ class Locator:
                     "partition_id": int(pred.topk_ids[j, r]),
                     "place": next(names),
                 }
-                for r in range(pred.topk_ids.shape[1])
+                for r in range(valid.shape[1])
                 if valid[j, r]
             ]
             results.append(
                 Located(
                     photo=photos[i],
-                    lat=round(float(pred.lat[j]), 6),
-                    lng=round(float(pred.lng[j]), 6),
+                    lat=round(float(lat[j]), 6),
+                    lng=round(float(lng[j]), 6),
                     score=float(pred.score[j]),
                     place=places.record(j),
                     topk=topk,
+                    method=method,
+                    radius50_km=None if radius50 is None else round(float(radius50[j]), 1),
+                    radius90_km=None if radius90 is None else round(float(radius90[j]), 1),
                 )
             )
         return results
@@ -302,7 +326,8 @@ def to_json(result: Located | Failure) -> str:
         return json.dumps({"photo": result.photo, "error": result.error}, ensure_ascii=False)
     return json.dumps(
         {"photo": result.photo, "lat": result.lat, "lng": result.lng, "place": result.place,
-         "score": result.score, "topk": result.topk},
+         "score": result.score, "topk": result.topk, "method": result.method,
+         "radius50_km": result.radius50_km, "radius90_km": result.radius90_km},
         ensure_ascii=False,
     )  # fmt: skip
 
@@ -315,7 +340,9 @@ def to_text(result: Located) -> str:
     place = result.place["name"]
     if result.place["distance_km"] > FAR_KM:
         place += f" ({result.place['distance_km']:,.0f} km away)"
-    lines = [f"{result.photo}: {result.lat:.5f}, {result.lng:.5f}  {place}  (score {result.score:.4g})"]
+    radius = "" if result.radius50_km is None else (
+        f", half of such photos within {result.radius50_km:,.0f} km, 90% within {result.radius90_km:,.0f} km")
+    lines = [f"{result.photo}: {result.lat:.5f}, {result.lng:.5f}  {place}  (score {result.score:.4g}{radius})"]
     for rank, alt in enumerate(result.topk[1:], start=2):
         lines.append(f"    {rank}. {alt['lat']:.5f}, {alt['lng']:.5f}  {alt['place']}  (score {alt['score']:.4g})")
     return "\n".join(lines)
@@ -417,7 +444,7 @@ def main(argv: Sequence[str] | None = None, out=None, err=None) -> int:
         for start in range(0, len(ids), max(args.batch_size, 256)):
             chunk = slice(start, start + max(args.batch_size, 256))
             _, probs = locator.run(embeddings[chunk])
-            reporter.emit(locator.locate(ids[chunk], probs))
+            reporter.emit(locator.locate(ids[chunk], probs, embeddings[chunk]))
     else:
         files, failures, skipped = expand_paths(args.paths)
         reporter.emit(failures)
@@ -426,8 +453,8 @@ def main(argv: Sequence[str] | None = None, out=None, err=None) -> int:
         for photos, images, bad in decoded_batches(files, args.batch_size):
             reporter.emit(bad)
             if photos:
-                _, probs = locator.run(images)
-                reporter.emit(locator.locate(photos, probs))
+                features, probs = locator.run(images)
+                reporter.emit(locator.locate(photos, probs, features))
 
     status = EXIT_SOME_FAILED if reporter.failed else EXIT_OK
     if args.map:

@@ -383,8 +383,8 @@ def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args:
 
 
 def training_summary_of(job_dir: str) -> dict:
-    """``trainer.train.training_summary`` of a local or gs:// job dir (it reads only the state file)."""
-    from trainer.train import STATE_FILE, training_summary
+    """``trainer.job_dir.training_summary`` of a local or gs:// job dir (it reads only the state file)."""
+    from trainer.job_dir import STATE_FILE, training_summary
 
     if not artifacts.is_remote(job_dir):
         return training_summary(job_dir)

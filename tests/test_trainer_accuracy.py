@@ -18,8 +18,9 @@ from partition_gen.geo import haversine_km
 from schemas import columns as c
 from trainer import hparams as hp
 from trainer import inputs
+from trainer.job_dir import training_summary
 from trainer.model import HaversineSmoothedLoss
-from trainer.train import train, training_summary
+from trainer.train import train
 
 DIM, PLACES = 16, 12
 N_CLASSES = {"set1": 4, "set2": 6}
