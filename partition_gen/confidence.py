@@ -120,12 +120,12 @@ def write_calibrations(directory: str, calibrations: Mapping[str, Calibration]) 
     artifacts.write_bytes(artifacts.join(directory, CONFIDENCE_FILE), text.encode())
 
 
-def load_calibrations(model_dir: str) -> dict[str, Calibration]:
-    """{method name: Calibration} of a model directory (its ``refine/confidence.json``); empty without one."""
-    from partition_gen.refine import index_dir
+def load_calibrations(directory: str) -> dict[str, Calibration]:
+    """{method name: Calibration} of a refinement directory (a model's ``refine/``, see
+    ``partition_gen.refine.index_dir``): its ``confidence.json``; empty without one."""
     from schemas.io import join_path, path_exists, read_bytes
 
-    path = join_path(index_dir(model_dir), CONFIDENCE_FILE)
+    path = join_path(directory, CONFIDENCE_FILE)
     if not path_exists(path):
         return {}
     doc = json.loads(read_bytes(path).decode())

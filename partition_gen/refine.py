@@ -423,7 +423,7 @@ class AccuracyExtras:
         if index.partitions_id != partitions.partitions_id:
             raise ValueError(f"{index_dir(model_dir)} was built for partitions {index.partitions_id}, "
                              f"not {partitions.partitions_id}")
-        return cls(index, confidence.load_calibrations(model_dir), partitions)
+        return cls(index, confidence.load_calibrations(index_dir(model_dir)), partitions)
 
     def top_k(self, top_k: int) -> int:
         """Partitions the combiner must keep: the calibration's features look at the top CALIBRATION_TOP_K."""

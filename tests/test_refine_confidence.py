@@ -177,7 +177,7 @@ def test_batch_predict_adds_refined_rows_and_radii_when_the_model_has_an_index(w
     x, err = _synthetic(rng, 2000)
     cal = confidence.fit(np.column_stack([x, np.zeros((2000, 3))]), err)
     confidence.write_calibrations(refine.index_dir(model_dir), {name: cal, name + "+R": cal})
-    assert set(confidence.load_calibrations(model_dir)) == {name, name + "+R"}
+    assert set(confidence.load_calibrations(refine.index_dir(model_dir))) == {name, name + "+R"}
     refine.save_index(world["index"].with_settings(methods={name: settings}), refine.index_dir(model_dir))
 
     node = rng.integers(0, 300, 16)
