@@ -299,7 +299,7 @@ def check_written(outputs: Sequence[StagedOutput], files: Sequence[str], summary
             )
 
 
-def _commit_outputs(_, job, outputs, policy, checks, before_commit, counts, files):
+def _commit_outputs(_, job, outputs, policy, checks, before_commit, counts, files, announce=True):
     summary = JobSummary.from_counts(job, dict(counts))
     try:
         problem = accounting_problem(summary, policy)
@@ -319,7 +319,9 @@ def _commit_outputs(_, job, outputs, policy, checks, before_commit, counts, file
         LOG.error("%s", error)
         # The tag survives the runner's wrapping of worker errors, so the launcher can show this one line.
         raise JobCheckError(f"{JOB_CHECK_TAG} {error}") from error
-    LOG.info("%s (committed %s)", summary.line(), ", ".join(o.final for o in outputs))
+    # A launcher that waits prints the summary itself; one that returned after submission has only this line.
+    LOG.log(logging.INFO if announce else logging.DEBUG, "%s (committed %s)", summary.line(),
+            ", ".join(o.final for o in outputs))
     yield summary.to_meta()
 
 
@@ -330,8 +332,11 @@ def add_commit_step(
     policy: CommitPolicy | None = None,
     checks: Sequence[Callable[[JobSummary], None]] = (),
     before_commit: Callable[[JobSummary], None] | None = None,
+    announce: bool = True,
 ):
-    """The pipeline's last step: accounting checks, then the commit (see the module docstring)."""
+    """The pipeline's last step: accounting checks, then the commit (see the module docstring).
+
+    ``announce``: log the summary from the worker (False when the launcher waits and prints it itself)."""
     book = ledger(pipeline)
     seeds = pipeline | "Start the tallies at zero" >> beam.Create([(ROWS_IN, 0), (ROWS_OUT, 0)])
     counts = (
@@ -356,6 +361,7 @@ def add_commit_step(
             before_commit,
             counts=beam.pvalue.AsDict(counts),
             files=beam.pvalue.AsList(files),
+            announce=announce,
         )
     )
 
@@ -394,7 +400,7 @@ def run_job(
         policy = policy or CommitPolicy.from_args(args)
         wait = getattr(args, "wait_until_finish", True) if wait is None else wait
     wait = True if wait is None else wait
-    add_commit_step(pipeline, job, outputs, policy, checks, before_commit)
+    add_commit_step(pipeline, job, outputs, policy, checks, before_commit, announce=not wait)
 
     def abort():
         for output in outputs:

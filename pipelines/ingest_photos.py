@@ -37,7 +37,6 @@ geolocate with ``batch_predict``/``locate``) instead of dead letters.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import os
@@ -217,11 +216,10 @@ def build_pipeline(
     require_gps: bool = True,
     max_pixels: int = imagery.MAX_PIXELS,
 ) -> None:
-    ingested = (
-        pipeline
-        | "List the photos" >> beam.Create(list(uris))
-        | "Ingest photos" >> IngestPhotos(require_gps=require_gps, max_pixels=max_pixels)
-    )
+    listed = pipeline | "List the photos" >> beam.Create(list(uris))
+    # The commit step's count of rows in: every listed file must end as a manifest row or a dead letter.
+    common.ledger(pipeline, JOB).tally(common.ROWS_IN, listed, "Count the photos in")
+    ingested = listed | "Ingest photos" >> IngestPhotos(require_gps=require_gps, max_pixels=max_pixels)
     _ = (
         ingested[_PHOTOS]
         | common.CountRowsOut(JOB)
@@ -231,9 +229,12 @@ def build_pipeline(
 
 
 def run(argv: Sequence[str] | None = None) -> common.JobSummary:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from schemas.cli import Parser
+
+    parser = Parser(prog="pipelines.ingest_photos", description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", required=True, help="a directory (searched recursively), a file or a glob")
-    parser.add_argument("--output", required=True, help="writes OUTPUT/manifest and OUTPUT/dead_letters")
+    parser.add_argument("--output", required=True, type=common.path_flag,
+                        help="writes OUTPUT/manifest and OUTPUT/dead_letters")
     parser.add_argument(
         "--no_require_gps",
         action="store_true",
@@ -242,6 +243,10 @@ def run(argv: Sequence[str] | None = None) -> common.JobSummary:
     parser.add_argument(
         "--max_pixels", type=int, default=imagery.MAX_PIXELS, help="larger images are too_many_pixels dead letters"
     )
+    common.add_job_flags(parser)
+    # Sorting out photos without a usable GPS position is this job's purpose, not a sign of broken input:
+    # by default it never fails on its share of dead letters (set --max_dead_letter_fraction to make it).
+    parser.set_defaults(max_dead_letter_fraction=1.0)
     args, options = common.parse_job_args(parser, argv)
     try:
         images, others = list_photos(args.photos)
@@ -258,11 +263,12 @@ def run(argv: Sequence[str] | None = None) -> common.JobSummary:
     build_pipeline(
         pipeline, images, manifest.path, dead_letters.path, require_gps=not args.no_require_gps, max_pixels=args.max_pixels
     )
-    summary = common.run_job(pipeline, JOB, [manifest, dead_letters])
+    summary = common.run_job(pipeline, JOB, [manifest, dead_letters], args=args)
     print(f"{JOB}: manifest {manifest.final}, dead letters {dead_letters.final}", flush=True)
     return summary
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run()
+    from schemas.cli import main
+
+    main("pipelines.ingest_photos")

@@ -106,7 +106,9 @@ def test_images_without_a_backbone_are_refused_at_launch(tmp_path):
     pd.DataFrame({c.PHOTO_ID: ["a"], c.LAT: [1.0], c.LNG: [2.0], c.IMAGE_URI: ["x.jpg"]}).to_csv(
         tmp_path / "m.csv", index=False
     )
-    with pytest.raises(SystemExit):
+    from schemas.cli import UsageError
+
+    with pytest.raises(UsageError, match="has no embeddings: give --backbone_weights"):
         ef.run([f"--manifest={tmp_path / 'm.csv'}", f"--output={tmp_path / 'out'}"])
     assert not (tmp_path / "out").exists()
 

@@ -100,7 +100,9 @@ def test_locate_with_the_runs_model_gives_the_extracted_features_and_places(imag
 
 def test_image_manifests_need_a_chosen_backbone(tmp_path):
     train = write_manifest(tmp_path / "train.csv", write_photos(tmp_path / "p", 2, seed=3))
-    with pytest.raises(SystemExit, match="--backbone_weights FILE\\|imagenet\\|random"):
+    from schemas.cli import UsageError
+
+    with pytest.raises(UsageError, match="--backbone_weights FILE\\|imagenet\\|random"):
         run_all.run(["--train", str(train), "--test", str(train), "--workdir", str(tmp_path / "w")])
 
 
@@ -120,10 +122,12 @@ def test_locate_on_a_decompression_bomb_is_an_error_line_and_costs_no_memory(ima
     bomb = pf.write(tmp_path, "bomb.png", pf.bomb_png())
     ok = pf.write(tmp_path, "ok.jpg", pf.jpeg())
     code = (
-        "import resource, sys\n"
+        "import sys\n"
         "from pipelines import locate\n"
         "status = locate.main(sys.argv[1:])\n"
-        "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork + exec from the (large) pytest process.
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+        "print('MAXRSS_KB', hwm)\n"
         "sys.exit(status)\n"
     )
 
