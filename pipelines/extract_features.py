@@ -337,7 +337,7 @@ def launch(args: argparse.Namespace, options) -> common.JobSummary | None:
         try:
             model_path, info = prepare_backbone(backbone, args.backbone_weights, model_dir)
         except BackboneError as error:
-            raise SystemExit(f"{JOB}: {error}") from None
+            raise SystemExit(str(error)) from None
         LOG.info("backbone %s, weights %s (sha256 %s)", info["backbone"], info["weights"], info["weights_sha256"])
     try:
         pipeline = beam.Pipeline(options=options)

@@ -251,7 +251,7 @@ def run(argv: Sequence[str] | None = None) -> common.JobSummary:
     try:
         images, others = list_photos(args.photos)
     except FileNotFoundError as error:
-        raise SystemExit(f"{JOB}: {error}") from None
+        raise SystemExit(str(error)) from None
     if others:
         shown = ", ".join(os.path.basename(p) for p in others[:5]) + (" ..." if len(others) > 5 else "")
         LOG.info("%d files not named as images are not ingested: %s", len(others), shown)

@@ -192,7 +192,7 @@ def test_unusable_backbones_are_refused_at_launch_in_one_line(tmp_path, monkeypa
         with pytest.raises(SystemExit) as exit_:
             ef.run([f"--manifest={tmp_path / 'm.csv'}", f"--output={tmp_path / 'out'}", *flags])
         message = str(exit_.value)
-        assert message.startswith("extract_features: --backbone") and says in message and "\n" not in message
+        assert message.startswith("--backbone") and says in message and "\n" not in message
     assert not (tmp_path / "out").exists()
 
 
