@@ -183,7 +183,7 @@ def test_nothing_to_ingest_is_one_line_and_a_failure(tmp_path):
     ]:
         with pytest.raises(SystemExit) as exit_:
             ip.run([f"--photos={tmp_path / spec}", f"--output={tmp_path / 'out'}"])
-        assert str(exit_.value).startswith("ingest_photos: --photos ") and says in str(exit_.value)
+        assert str(exit_.value).startswith("--photos ") and says in str(exit_.value)
     # As a scheduler sees it: a non-zero exit status and one line, no traceback.
     run = subprocess.run(
         [sys.executable, "-m", "pipelines.ingest_photos", "--photos", "empty", "--output", "out"],
