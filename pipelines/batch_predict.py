@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import logging
 import os
 import re
@@ -79,13 +78,12 @@ from pipelines.common import (
 )
 from schemas import PREDICTIONS, Reason
 from schemas import columns as c
-from schemas.artifacts import absolute, verify
+from schemas.artifacts import absolute, read_model_manifest
 from schemas.cli import Parser
 
 LOG = logging.getLogger(__name__)
 
 JOB = "batch_predict"
-MODEL_MANIFEST = "manifest.json"
 FEATURES_MODEL = "features_model.keras"
 GEOLOCATOR_MODEL = "geolocator.keras"
 FEATURES, IMAGES = "features", "images"
@@ -97,24 +95,6 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 # ------------------------------------------------------------------------------------------------- model
-
-
-def _read_text(path: str) -> str:
-    with FileSystems.open(path) as handle:
-        return handle.read().decode("utf-8")
-
-
-def read_model_manifest(model_dir: str) -> dict:
-    path = FileSystems.join(model_dir, MODEL_MANIFEST)
-    if not FileSystems.exists(path):
-        raise FileNotFoundError(f"model {model_dir}: no {MODEL_MANIFEST} (is it a trainer export?)")
-    # Complete and unchanged since the export (a killed export or an edited file is refused here, at launch).
-    verify(model_dir, "model", full=True)
-    manifest = json.loads(_read_text(path))
-    missing = [k for k in ("model_id", "embedding_dim", "set_names", "n_classes", "sets_checksum") if k not in manifest]
-    if missing:
-        raise ValueError(f"model {model_dir}: {MODEL_MANIFEST} lacks {missing}")
-    return manifest
 
 
 def _local_copy(uri: str) -> str:

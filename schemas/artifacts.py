@@ -313,3 +313,23 @@ def local_staging(final: str) -> str:
     path = staging_dir_for(final)
     os.makedirs(path)
     return path
+
+
+# ------------------------------------------------------------------------------------------- model manifest
+
+MODEL_MANIFEST = "manifest.json"
+MODEL_MANIFEST_KEYS = ("model_id", "embedding_dim", "set_names", "n_classes", "sets_checksum")
+
+
+def read_model_manifest(model_dir: str) -> dict:
+    """A model artifact's ``manifest.json`` (``trainer.export``), after checking the model is complete (a killed
+    export has no marker) and unchanged since the export (checksums in the marker)."""
+    path = join(model_dir, MODEL_MANIFEST)
+    if not exists(path):
+        raise FileNotFoundError(f"model {model_dir}: no {MODEL_MANIFEST} (is it a trainer export?)")
+    verify(model_dir, "model", full=True)
+    manifest = read_json(path)
+    missing = [k for k in MODEL_MANIFEST_KEYS if k not in manifest]
+    if missing:
+        raise ValueError(f"model {model_dir}: {MODEL_MANIFEST} lacks the keys {missing}")
+    return manifest

@@ -49,7 +49,7 @@ log = logging.getLogger("trainer.export")
 
 FEATURES_MODEL_FILE = "features_model.keras"
 GEOLOCATOR_FILE = "geolocator.keras"
-MANIFEST_FILE = "manifest.json"
+MANIFEST_FILE = artifacts.MODEL_MANIFEST
 MANIFEST_FORMAT = 1
 DEFAULT_BACKBONE = "inception_v3"
 RANDOM_WEIGHTS = "random"
@@ -241,20 +241,8 @@ def export_model(
 
 
 def read_manifest(model_dir: str) -> dict:
-    path = artifacts.join(model_dir, MANIFEST_FILE)
-    if not artifacts.exists(path):
-        raise FileNotFoundError(f"{model_dir} is not a model artifact: it has no {MANIFEST_FILE}")
-    # Complete (a killed export has no marker) and unchanged since the export (checksums in the marker).
-    artifacts.verify(model_dir, "model", full=True)
-    manifest = artifacts.read_json(path)
-    missing = [
-        k
-        for k in ("model_id", "embedding_dim", "set_names", "n_classes", "sets_checksum")
-        if k not in manifest
-    ]
-    if missing:
-        raise ValueError(f"{path} lacks the keys {missing}")
-    return manifest
+    """The model's manifest (``schemas.artifacts.read_model_manifest``: complete, unchanged, every key)."""
+    return artifacts.read_model_manifest(model_dir)
 
 
 def _manifest_binding(model_dir: str, manifest: Mapping) -> inputs.SetsBinding:
