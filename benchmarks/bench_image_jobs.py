@@ -157,8 +157,13 @@ def make_geolocator(root: Path, backbone) -> tuple[str, str]:
         "set_names": list(parts.set_names),
         "n_classes": {n: int(k) for n, k in zip(parts.set_names, parts.n_classes)},
         "sets_checksum": "bench-sets",
+        # The bench's backbone has random weights: said so, and allowed below with --allow_random_backbone.
+        "backbone": {"backbone": "inception_v3", "weights": "random", "weights_sha256": "bench", "feature_dim": 2048},
     }
     (model_dir / "manifest.json").write_text(json.dumps(manifest))
+    from schemas import artifacts
+
+    artifacts.write_marker(str(model_dir))  # a complete model artifact, as trainer.export leaves it
     return str(model_dir), str(model_dir / "geolocator.keras")
 
 
@@ -225,7 +230,8 @@ def main(argv: list[str] | None = None) -> dict:
             (
                 "batch_predict",
                 ["--manifest", str(manifest), "--model", model_dir, "--partitions", str(root / "partitions"),
-                 "--output", str(root / "predictions"), "--run_date", "2024-01-01", "--input_kind", "images"],
+                 "--output", str(root / "predictions"), "--run_date", "2024-01-01", "--input_kind", "images",
+                 "--allow_random_backbone"],
                 "geolocator_alone",
             ),
         ):
