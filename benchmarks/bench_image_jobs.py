@@ -127,20 +127,10 @@ def make_geolocator(root: Path, backbone) -> tuple[str, str]:
     """A geolocator export (backbone + 3 heads) and the partitions artifact of its 3 synthetic sets."""
     import keras
 
-    from partition_gen.geo import latlng_to_xyz
-    from partition_gen.partitions import build_partitions, save_partitions
+    from benchmarks.synthetic import voronoi_partitions
+    from partition_gen.partitions import save_partitions
 
-    rng = np.random.default_rng(1)
-    n_nodes = 5000
-    lat = np.degrees(np.arcsin(rng.uniform(-1, 1, n_nodes)))
-    lng = rng.uniform(-180, 180, n_nodes)
-    xyz = latlng_to_xyz(lat, lng)
-    assignments = {}
-    for i, k in enumerate(SET_CLASSES):
-        seeds = xyz[rng.choice(n_nodes, k, replace=False)]
-        assignments[f"set{i + 1}"] = np.argmax(xyz @ seeds.T, axis=1).astype(np.int32)
-    n_images = rng.integers(1, 20, n_nodes)
-    parts = build_partitions(assignments, n_images, xyz * n_images[:, None], sets_checksum="bench-sets")
+    parts = voronoi_partitions(SET_CLASSES, seed=1, sets_checksum="bench-sets")
     save_partitions(parts, str(root / "partitions"))
     model_dir = root / "model"
     model_dir.mkdir()

@@ -52,23 +52,13 @@ def make_artifacts(root: str) -> tuple[str, str]:
     """(model dir, partitions dir): Inception v3 geolocator (random weights) + heads over random geoclass sets."""
     import keras
 
-    from partition_gen.geo import latlng_to_xyz
-    from partition_gen.partitions import build_partitions, read_partitions_manifest, save_partitions
+    from benchmarks.synthetic import voronoi_partitions
+    from partition_gen.partitions import read_partitions_manifest, save_partitions
     from trainer.backbone import FEATURE_DIM
     from trainer.export import export_model
     from trainer.model import build_model
 
-    rng = np.random.default_rng(0)
-    n_nodes = 5000
-    lat = np.degrees(np.arcsin(rng.uniform(-1, 1, n_nodes)))
-    lng = rng.uniform(-180, 180, n_nodes)
-    xyz = latlng_to_xyz(lat, lng)
-    assignments = {}
-    for i, k in enumerate((400, 500, 600)):
-        seeds = xyz[rng.choice(n_nodes, k, replace=False)]
-        assignments[f"set{i + 1}"] = np.argmax(xyz @ seeds.T, axis=1).astype(np.int32)
-    n_images = rng.integers(1, 20, n_nodes)
-    parts = build_partitions(assignments, n_images, n_images[:, None] * xyz, sets_checksum="bench-locate")
+    parts = voronoi_partitions((400, 500, 600), seed=0, sets_checksum="bench-locate")
     partitions = os.path.join(root, "partitions")
     save_partitions(parts, partitions)
     keras.utils.set_random_seed(0)
