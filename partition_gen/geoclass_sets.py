@@ -36,14 +36,13 @@ from partition_gen.merging import merge_nodes
 from partition_gen.params import MERGE, PLANET, GeoclassSetSpec, check_unique_names
 from partition_gen.planet import planet_labels
 from schemas import columns as c
-from schemas.artifacts import commit_staged, local_staging, verify
+from schemas.artifacts import SETS_FORMAT as FORMAT
+from schemas.artifacts import SETS_JSON, commit_staged, local_staging, read_sets_json
 from schemas.io import join_path, open_for_read, write_table_atomic
 from schemas.tables import GEOCLASS_CLASSES, SchemaError
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
-SETS_JSON = "sets.json"
 ASSIGNMENTS = "assignments.parquet"
 CLASSES = "classes.parquet"
 MAPS_DIR = "maps"
@@ -274,14 +273,8 @@ def load_geoclass_sets(path: str) -> GeoclassSets:
     def join(name: str) -> str:
         return join_path(path, name)
 
-    # The marker must be there and every file as it was written (schemas.artifacts).
-    verify(path, "geoclass sets", full=True)
-    with open_for_read(join(SETS_JSON)) as handle:
-        manifest = json.loads(handle.read())
-    if manifest.get("format") != FORMAT:
-        raise SchemaError(
-            f"{path}/{SETS_JSON}: format {manifest.get('format')!r}, this code reads format {FORMAT}"
-        )
+    # The marker must be there, every file as it was written, sets.json of this format (schemas.artifacts).
+    manifest = read_sets_json(path)
     with open_for_read(join(ASSIGNMENTS)) as handle:
         table = pq.read_table(handle)
     names = [s["name"] for s in manifest["sets"]]

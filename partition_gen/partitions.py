@@ -33,7 +33,7 @@ import pyarrow as pa
 
 from partition_gen.geo import latlng_to_xyz, xyz_to_latlng
 from schemas import columns as c
-from schemas.artifacts import commit_staged, local_staging, verify
+from schemas.artifacts import commit_staged, local_staging, read_sets_json, verify
 from schemas.io import (
     join_path,
     read_bytes,
@@ -47,7 +47,6 @@ FORMAT = 1
 PARTITIONS_FILE = "partitions.parquet"
 MEMBERS_FILE = "members.npz"
 MANIFEST_FILE = "manifest.json"
-SETS_FILE = "sets.json"
 ASSIGNMENTS_FILE = "assignments.parquet"
 
 
@@ -427,8 +426,7 @@ def build_partitions_from_artifact(sets_dir: str, set_names: Sequence[str] | Non
     """Build the partitions of a geoclass-sets artifact (``sets.json`` + ``assignments.parquet``)."""
     # Marker present and every file unchanged: partitions of an edited assignments.parquet would carry the
     # original sets' checksum and "match" a model trained on other classes.
-    verify(sets_dir, "geoclass sets", full=True)
-    meta = json.loads(read_bytes(join_path(sets_dir, SETS_FILE)))
+    meta = read_sets_json(sets_dir, full=True)
     all_names = [s["name"] for s in meta["sets"]]
     names = list(set_names) if set_names is not None else all_names
     unknown = [n for n in names if n not in all_names]

@@ -199,7 +199,7 @@ class BucketPhotos(beam.PTransform):
 
 def infer_embedding_dim(features_path: str) -> int:
     """The length of the first non-empty embedding of the input (the dimension every row must share)."""
-    first = common.list_table_files(features_path)[0]
+    first = common.list_table_files(features_path, common.TABLE_SUFFIXES)[0]
     for batch in common.read_unit_batches((0, first, 0 if first.endswith(".parquet") else None, 0), [c.EMBEDDING]):
         lengths = pc.list_value_length(batch.column(c.EMBEDDING)).drop_null().to_numpy(zero_copy_only=False)
         if len(lengths):

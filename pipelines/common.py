@@ -40,7 +40,6 @@ from pipelines.dead_letters import (  # noqa: F401
     batch_row,
     dead_letter,
     row_file_and_index,
-    stable_fraction,
     stable_photo_hash,
 )
 from pipelines.options import (  # noqa: F401
@@ -56,6 +55,7 @@ from pipelines.options import (  # noqa: F401
     pipeline_options,
 )
 from pipelines.reading import (  # noqa: F401
+    TABLE_SUFFIXES,
     ReadTableBatches,
     ValidateBatches,
     ValidateRows,

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator, Sequence
 
@@ -74,12 +73,6 @@ def stable_photo_hash(photo_ids: Sequence[str] | np.ndarray, salt: str = "012345
     import pandas as pd
 
     return pd.util.hash_array(np.asarray(photo_ids, dtype=object), hash_key=salt)
-
-
-def stable_fraction(photo_id: str) -> float:
-    """A photo id's stable position in [0, 1) (md5), e.g. for a train/eval split."""
-    digest = hashlib.md5(photo_id.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
 def _fingerprints_by_bucket(batch: pa.RecordBatch, n_buckets: int, validate_with: tuple | None):

@@ -61,7 +61,7 @@ from pipelines.common import (
 )
 from schemas import columns as c
 from schemas.cli import Parser
-from schemas.io import list_parquet_files, open_for_read, read_table
+from schemas.io import list_table_files, open_for_read, read_table
 
 JOB = "generate_geoclass_sets"
 LOG = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def load_graph(cells_path: str, with_features: bool) -> InitialGraph:
 
 
 def _feature_batches(cells_path: str, rows_per_batch: int = 65_536):
-    for path in list_parquet_files(cells_path):
+    for path in list_table_files(cells_path):
         with open_for_read(path) as handle:
             parquet = pq.ParquetFile(handle)
             yield from parquet.iter_batches(batch_size=rows_per_batch, columns=[c.CELL_ID, c.FEATURE_SUM])
@@ -188,7 +188,7 @@ def _sets_written(count: int) -> tuple[str, int]:
 
 def cells_shape(cells_path: str) -> tuple[int, int]:
     """(number of nodes, embedding dimension) of a cells artifact, from metadata and its first row."""
-    files = list_parquet_files(cells_path)
+    files = list_table_files(cells_path)
     n_nodes, dim = 0, 0
     for f in files:
         handle = FileSystems.open(f) if "://" in f else f

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -38,13 +37,13 @@ from partition_gen import s2cells
 from pipelines import common
 from schemas import Reason, SchemaError, check_columns
 from schemas import columns as c
-from schemas.artifacts import join, verify, write_json
+from schemas.artifacts import SETS_JSON, join, read_sets_json, write_json
 from schemas.cli import Parser
+from schemas.splits import SPLIT_RULE, held_out
 from schemas.tables import PHOTOS_WITH_CELL
 from schemas.tfrecord import SPLIT_EVAL, SPLIT_TRAIN, encode_example
 
 JOB = "make_examples"
-SETS_JSON = "sets.json"
 ASSIGNMENTS = "assignments.parquet"
 EXAMPLES_JSON = "examples.json"
 DEFAULT_EVAL_FRACTION = 0.1
@@ -66,9 +65,7 @@ def read_sets_info(path: str) -> SetsInfo:
     """``sets.json`` of a completed geoclass-sets artifact; a clear error if it is incomplete or malformed."""
     path = path.rstrip("/")
     # Marker present and every file as written (an edited assignments.parquet is refused here).
-    verify(path, "geoclass sets", full=True)
-    with FileSystems.open(FileSystems.join(path, SETS_JSON), compression_type="uncompressed") as handle:
-        manifest = json.loads(handle.read())
+    manifest = read_sets_json(path, full=True)
     try:
         sets = manifest["sets"]
         names = tuple(s["name"] for s in sets)
@@ -76,8 +73,6 @@ def read_sets_info(path: str) -> SetsInfo:
         info = SetsInfo(path, names, n_classes, str(manifest["checksum"]), int(manifest["level"]))
     except (KeyError, TypeError, ValueError) as error:
         raise SchemaError(f"geoclass sets {path}/{SETS_JSON}: malformed ({error!r})") from error
-    if not names:
-        raise SchemaError(f"geoclass sets {path}/{SETS_JSON}: no sets")
     return info
 
 
@@ -97,8 +92,8 @@ def read_assignments(info: SetsInfo) -> tuple[np.ndarray, np.ndarray]:
 
 
 def eval_mask(photo_ids: Sequence[str], eval_fraction: float) -> np.ndarray:
-    """True where the photo belongs to the eval split (md5 of the id below the fraction)."""
-    return np.fromiter((common.stable_fraction(p) < eval_fraction for p in photo_ids), dtype=bool, count=len(photo_ids))
+    """True where the photo belongs to the eval split (``schemas.splits``: md5 of the id below the fraction)."""
+    return held_out(photo_ids, eval_fraction, digest="md5")
 
 
 class _LabelAndEncodeFn(beam.DoFn):
@@ -163,14 +158,14 @@ def examples_manifest(info: SetsInfo, embedding_dim: int, eval_fraction: float, 
         "n_classes": dict(info.n_classes),
         "sets_checksum": info.checksum,
         "eval_fraction": eval_fraction,
-        "split_rule": "eval if int.from_bytes(md5(photo_id utf-8)[:8], 'big') / 2**64 < eval_fraction",
+        "split_rule": SPLIT_RULE,
         "counts": {s: summary.counters.get(f"{s}_examples", 0) for s in SPLITS},
     }
 
 
 def check_level(photos: str, info: SetsInfo) -> None:
     """Refuse photos bucketed at another S2 level than the sets' nodes (every photo would be an unknown cell)."""
-    first = common.list_table_files(photos)[0]
+    first = common.list_table_files(photos, common.TABLE_SUFFIXES)[0]
     unit = (0, first, 0 if first.endswith(".parquet") else None, 0)
     for batch in common.read_unit_batches(unit, [c.CELL_ID]):
         level = int(s2cells.cell_levels(batch.column(c.CELL_ID).to_numpy(zero_copy_only=False)[:1])[0])

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Iterator, Sequence
 
 import apache_beam as beam
@@ -29,7 +28,7 @@ from pipelines.dead_letters import DEAD, VALID, batch_row, dead_letter, row_file
 from pipelines.options import DEFAULT_BATCH_ROWS
 from schemas import EMBEDDING_TYPE
 from schemas import columns as c
-from schemas.artifacts import is_remote, verify
+from schemas.io import TABLE_SUFFIXES, list_table_files
 from schemas.tables import row_problem, row_problems, suspicious_rows  # noqa: F401  (re-exported for the jobs)
 
 # ROW_KEY = file ordinal << 40 | row in file: 2**40 rows per file, 2**23 files per input.
@@ -44,36 +43,6 @@ _CANONICAL_TYPES = {
     c.EMBEDDING: EMBEDDING_TYPE,
     c.CELL_ID: pa.uint64(),
 }
-
-def _is_table_file(path: str) -> bool:
-    return path.endswith((".parquet", ".csv", ".csv.gz"))
-
-
-def list_table_files(path: str) -> list[str]:
-    """The CSV/Parquet files of an input: one file, a glob, or a directory artifact completed by ``_SUCCESS``.
-
-    Raises ``FileNotFoundError`` / ``schemas.io.IncompleteArtifactError`` at launch, before any worker starts.
-    """
-    if any(ch in path for ch in "*?["):
-        files = [m.path for r in FileSystems.match([path]) for m in r.metadata_list]
-        files = sorted(f for f in files if _is_table_file(f))
-        if not files:
-            raise FileNotFoundError(f"no .csv or .parquet files match {path}")
-        return files
-    if _is_table_file(path):
-        if not FileSystems.exists(path):
-            raise FileNotFoundError(f"input table {path} does not exist")
-        return [path]
-    directory = path.rstrip("/")
-    if not is_remote(directory) and not os.path.exists(directory):
-        raise FileNotFoundError(f"input {path} does not exist")
-    verify(directory, "input", full=False)
-    matches = FileSystems.match([FileSystems.join(directory, "*")])[0].metadata_list
-    files = sorted(m.path for m in matches if _is_table_file(m.path))
-    if not files:
-        raise FileNotFoundError(f"{path}: no .csv or .parquet files in the artifact")
-    return files
-
 
 def _csv_string_columns() -> dict:
     # Read our columns as text and convert them ourselves, so one unparseable value is one dead letter,
@@ -179,7 +148,7 @@ def table_schema(path: str) -> pa.Schema:
 
     An unreadable first file (empty, not CSV/Parquet) is a ``SchemaError`` naming it.
     """
-    first = list_table_files(path)[0]
+    first = list_table_files(path, TABLE_SUFFIXES)[0]
     try:
         with FileSystems.open(first) as handle:
             if first.endswith(".parquet"):
@@ -212,7 +181,7 @@ class ReadTableBatches(beam.PTransform):
         count_rows_in: bool = True,
     ):
         super().__init__()
-        self._files = list_table_files(path)
+        self._files = list_table_files(path, TABLE_SUFFIXES)
         self._job = job
         self._columns = list(columns) if columns else None
         self._batch_rows = batch_rows

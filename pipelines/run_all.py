@@ -136,14 +136,14 @@ def scaled_defaults(config: RunConfig, n_train: int) -> RunConfig:
 
 def count_rows(path: str) -> int:
     total = 0
-    for f in artifact_io.list_parquet_files(path):
+    for f in artifact_io.list_table_files(path, allow_empty=True):
         with artifacts.open_read(f) as handle:
             total += pq.ParquetFile(handle).metadata.num_rows
     return total
 
 
 def embedding_dim(path: str) -> int:
-    first = artifact_io.list_parquet_files(path)[0]
+    first = artifact_io.list_table_files(path)[0]
     with artifacts.open_read(first) as handle:
         column = pq.ParquetFile(handle).read_row_group(0, columns=[c.EMBEDDING]).column(c.EMBEDDING)
     return len(column[0].as_py())
@@ -326,7 +326,7 @@ def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args:
         trainer_export.export_model(heads, path["model"], sets_binding,
                                     trained_checksum=result.binding.checksum, **export)
 
-    sets_binding = artifacts.read_json(artifacts.join(path["sets"], "sets.json"))
+    sets_binding = artifacts.read_sets_json(path["sets"])
     stages.run("train the heads and export the model", path["model"], train_and_export)
 
     def build_partitions():
@@ -427,7 +427,7 @@ def draw_progressive_map(workdir: str, test: str, model_dir: str, sets_dir: str,
     else:
         raise UsageError(f"config figure_photo_id: '{photo_id}' is not in {test}; pick a photo_id of the test photos")
     embedding = np.asarray(table.column(c.EMBEDDING)[row].as_py(), dtype=np.float32)[None, :]
-    sets_json = artifacts.read_json(artifacts.join(sets_dir, "sets.json"))  # a mapping: no TensorFlow gs:// reads
+    sets_json = artifacts.read_sets_json(sets_dir)  # a mapping: no TensorFlow gs:// reads
     probabilities = load_features_model(model_dir, sets_json).predict(embedding, verbose=0)
     parts = load_partitions(partitions_dir)
     name = figure_file_name(ids[row])

@@ -6,7 +6,6 @@ Run them through ``python -m sampledata`` (see :mod:`sampledata.__main__`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -23,11 +22,12 @@ from sampledata.datasets import (
     mp16_locations,
     scene_features,
 )
-from sampledata.field import STREAM_PHOTOS, FeatureModel, LocationField, _unit_interval
+from sampledata.field import STREAM_PHOTOS, FeatureModel, LocationField
 from sampledata.photos import jitter_locations, simulate_photos_detailed
 from sampledata.plots import plot_feature_model
 from schemas import FEATURES, validate_features
 from schemas.io import write_table_atomic
+from schemas.splits import held_out
 
 log = logging.getLogger(__name__)
 
@@ -152,15 +152,11 @@ def make_sample(
 
 
 def is_held_out(photo_ids: Sequence[str], seed: int, test_fraction: float) -> np.ndarray:
-    """Deterministic split: a photo is held out when a salted SHA-256 of its id falls below test_fraction."""
+    """Deterministic split (``schemas.splits``): held out when the seed-salted SHA-256 of the id falls below test_fraction."""
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    salt = f"{int(seed)}:".encode()
-    draws = np.array(
-        [int.from_bytes(hashlib.sha256(salt + str(p).encode()).digest()[:8], "big") for p in photo_ids],
-        dtype=np.uint64,
-    )
-    return _unit_interval(draws) < test_fraction
+    # sha256 salted by the seed (schemas.splits says why not the examples' md5).
+    return held_out(photo_ids, test_fraction, digest="sha256", salt=f"{int(seed)}:".encode())
 
 
 def make_scene_sample(out_dir, seed: int, test_fraction: float = 0.2, csv_path=None) -> dict[str, str]:

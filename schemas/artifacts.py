@@ -333,3 +333,50 @@ def read_model_manifest(model_dir: str) -> dict:
     if missing:
         raise ValueError(f"model {model_dir}: {MODEL_MANIFEST} lacks the keys {missing}")
     return manifest
+
+
+# ------------------------------------------------------------------------------------------ geoclass sets
+
+SETS_JSON = "sets.json"
+SETS_FORMAT = 1
+
+
+class MalformedArtifactError(ArtifactError, ValueError):
+    """An artifact's metadata file lacks what its readers need (written by another version, or by hand)."""
+
+
+def sets_json_path(sets: str) -> str:
+    """``sets.json`` of a geoclass-sets artifact given its directory or that file itself."""
+    sets = str(sets).rstrip("/")
+    return sets if sets.rsplit("/", 1)[-1] == SETS_JSON else join(sets, SETS_JSON)
+
+
+def read_sets_json(sets: str, *, full: bool = True) -> dict:
+    """The parsed ``sets.json`` of a geoclass-sets artifact (``partition_gen.geoclass_sets``), the one reader.
+
+    ``sets`` is the artifact directory or its ``sets.json``. The directory's marker is verified first (``full``:
+    every file's SHA-256, so an edited ``assignments.parquet`` is refused before anyone labels with it). Checks
+    the format and the keys every reader needs: ``checksum`` and a non-empty ``sets`` list whose entries have
+    ``name`` and ``n_classes``; ``level``, ``n_nodes`` and ``params`` are there for the readers that use them.
+    """
+    path = sets_json_path(sets)
+    directory = path[: -len(SETS_JSON)].rstrip("/") or "."
+    verify(directory, "geoclass sets", full=full)
+    try:
+        document = read_json(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"geoclass sets {directory}: no {SETS_JSON}") from None
+    except ValueError as error:
+        raise MalformedArtifactError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(document, dict) or document.get("format") != SETS_FORMAT:
+        got = document.get("format") if isinstance(document, dict) else type(document).__name__
+        raise MalformedArtifactError(f"{path}: format {got!r}, this code reads format {SETS_FORMAT}")
+    missing = [key for key in ("checksum", "sets") if key not in document]
+    if missing:
+        raise MalformedArtifactError(f"{path} lacks the keys {missing} (has {sorted(document)})")
+    if not isinstance(document["sets"], list) or not document["sets"]:
+        raise MalformedArtifactError(f"{path}: no sets")
+    for entry in document["sets"]:
+        if not isinstance(entry, dict) or "name" not in entry or "n_classes" not in entry:
+            raise MalformedArtifactError(f"{path}: a set entry without name and n_classes ({entry!r})")
+    return document

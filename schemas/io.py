@@ -33,34 +33,57 @@ def read_bytes(path: str) -> bytes:
         return handle.read()
 
 
-def list_parquet_files(path: str) -> list[str]:
-    """The Parquet files of an artifact: a file, a glob, or a completed directory of shards."""
-    if is_remote(path):
+PARQUET_SUFFIXES = (".parquet",)
+# What a job accepts as input (``pipelines.reading.ReadTableBatches``).
+TABLE_SUFFIXES = (".parquet", ".csv", ".csv.gz")
+
+
+def list_table_files(
+    path: str, suffixes: tuple[str, ...] = PARQUET_SUFFIXES, *, allow_empty: bool = False
+) -> list[str]:
+    """The table files of an artifact or input: one file, a glob, or a directory completed by ``_SUCCESS``.
+
+    Files are those ending in one of ``suffixes``, sorted. Raises ``FileNotFoundError`` (naming the path) for a
+    missing file or a glob matching nothing, ``IncompleteArtifactError`` for a directory without its marker, and
+    ``FileNotFoundError`` for a completed directory without such files unless ``allow_empty``. Jobs call it at
+    launch, so a wrong input fails before any worker starts.
+    """
+    kinds = " or ".join(suffixes)
+    if any(ch in path for ch in "*?["):
+        if is_remote(path):
+            from apache_beam.io.filesystems import FileSystems
+
+            files = [m.path for r in FileSystems.match([path]) for m in r.metadata_list]
+        else:
+            files = glob.glob(path)
+        files = sorted(f for f in files if f.endswith(suffixes))
+        if not files:
+            raise FileNotFoundError(f"no files match {path} (looking for {kinds})")
+        return files
+    if path.endswith(suffixes) or (not is_remote(path) and os.path.isfile(path)):
+        if not path_exists(path):
+            raise FileNotFoundError(f"input table {path} does not exist")
+        return [path]
+    directory = path.rstrip("/")
+    if not is_remote(directory) and not os.path.exists(directory):
+        raise FileNotFoundError(f"input {path} does not exist")
+    verify(directory, "table", full=False)
+    pattern = join_path(directory, "*" + suffixes[0] if len(suffixes) == 1 else "*")
+    if is_remote(directory):
         from apache_beam.io.filesystems import FileSystems
 
-        is_directory = not path.endswith(".parquet") and not any(ch in path for ch in "*?[")
-        if is_directory:
-            verify(path, "table", full=False)
-        pattern = path.rstrip("/") + "/*.parquet" if is_directory else path
-        return sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
-    if os.path.isdir(path):
-        verify(path, "table", full=False)
-        return sorted(glob.glob(os.path.join(path, "*.parquet")))
-    if any(ch in path for ch in "*?["):
-        files = sorted(glob.glob(path))
-        if not files:
-            raise FileNotFoundError(f"no files match {path}")
-        return files
-    if not os.path.exists(path):
-        raise FileNotFoundError(path)
-    return [path]
+        files = [m.path for r in FileSystems.match([pattern]) for m in r.metadata_list]
+    else:
+        files = glob.glob(pattern)
+    files = sorted(f for f in files if f.endswith(suffixes))
+    if not files and not allow_empty:
+        raise FileNotFoundError(f"{path}: no {kinds} files in the artifact")
+    return files
 
 
 def read_table(path: str, columns: list[str] | None = None) -> pa.Table:
     """Read a whole artifact into one Arrow table (schemas unified across shards)."""
-    files = list_parquet_files(path)
-    if not files:
-        raise FileNotFoundError(f"{path}: no Parquet files")
+    files = list_table_files(path)
     if is_remote(path):
         from apache_beam.io.filesystems import FileSystems
 

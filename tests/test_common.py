@@ -14,7 +14,7 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines import common, reading
-from schemas import FEATURES, Reason, row_problem
+from schemas import FEATURES, Reason, row_problem, splits
 from schemas import columns as c
 from schemas.io import SUCCESS_MARKER, IncompleteArtifactError, read_table
 
@@ -77,7 +77,7 @@ def test_reading_csv_and_parquet_gives_canonical_types_and_stable_row_keys(tmp_p
         pa.table({c.PHOTO_ID: ["p", "q"], c.LAT: pa.array([1, 2], pa.int32()), c.LNG: [0.5, 0.25]}),
         tmp_path / "a.parquet",
     )
-    files = common.list_table_files(str(tmp_path / "*"))
+    files = common.list_table_files(str(tmp_path / "*"), common.TABLE_SUFFIXES)
     assert [f.rsplit("/", 1)[-1] for f in files] == ["a.parquet", "b.csv"]
     batches = []
     for ordinal, path in enumerate(files):
@@ -123,7 +123,13 @@ def test_duplicates_keep_the_lowest_row_key_like_pandas():
 
 
 def test_stable_hashes_do_not_depend_on_the_process():
-    assert common.stable_fraction("abc") == int(hashlib.md5(b"abc").hexdigest()[:16], 16) / 2**64
+    # The examples' eval split, as its rule string in examples.json says (hex digits, not the code's bytes).
+    assert splits.split_positions(["abc"])[0] == int(hashlib.md5(b"abc").hexdigest()[:16], 16) / 2**64
+    salted = splits.split_positions(["abc"], digest="sha256", salt=b"3:")[0]
+    assert salted == int(hashlib.sha256(b"3:abc").hexdigest()[:16], 16) / 2**64
+    ids = [f"p{i}" for i in range(4000)]
+    mask = splits.held_out(ids, 0.25)
+    assert 0.22 < mask.mean() < 0.28 and not np.array_equal(mask, splits.held_out(ids, 0.25, digest="sha256"))
     np.testing.assert_array_equal(common.stable_photo_hash(["a", "b"]), pd.util.hash_array(np.array(["a", "b"], object)))
 
 

@@ -289,7 +289,7 @@ def test_missing_paths_and_empty_artifacts_are_clear_errors(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / artifact_io.SUCCESS_MARKER).touch()
-    with pytest.raises(FileNotFoundError, match="no Parquet files"):
+    with pytest.raises(FileNotFoundError, match="no .parquet files"):
         artifact_io.read_table(str(empty))
 
 
@@ -317,8 +317,8 @@ def test_remote_directory_without_marker_is_refused(monkeypatch):
 
     monkeypatch.setattr(FileSystems, "open", staticmethod(lambda path, **kwargs: io.BytesIO(b"")))
     with pytest.raises(artifact_io.IncompleteArtifactError, match="gs://bucket/running"):
-        artifact_io.list_parquet_files("gs://bucket/running")
-    assert artifact_io.list_parquet_files("gs://bucket/done/") == []
+        artifact_io.list_table_files("gs://bucket/running")
+    assert artifact_io.list_table_files("gs://bucket/done/", allow_empty=True) == []
     assert matched == ["gs://bucket/done/*.parquet"]
 
 
