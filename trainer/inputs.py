@@ -19,11 +19,11 @@ from collections.abc import Mapping, Sequence
 import tensorflow as tf
 
 from schemas import columns as c
+from schemas.artifacts import SETS_JSON, read_sets_json, sets_json_path
 from schemas.io import SUCCESS_MARKER, IncompleteArtifactError
 from schemas.tfrecord import SPLIT_EVAL, SPLIT_TRAIN, feature_spec
 
 EXAMPLES_METADATA = "examples.json"
-SETS_METADATA = "sets.json"
 SHARD_SUFFIX = ".tfrecord.gz"
 
 
@@ -118,11 +118,9 @@ def read_sets_binding(sets: str | os.PathLike | Mapping) -> SetsBinding:
     if isinstance(sets, Mapping):
         document, source = dict(sets), "the given sets mapping"
     else:
-        path = os.fspath(sets)
-        if tf.io.gfile.isdir(path):
-            _require_complete(path)
-            path = os.path.join(path, SETS_METADATA)
-        document, source = _read_json(path), path
+        # The one sets.json reader: marker verified, format and keys checked (schemas.artifacts).
+        source = sets_json_path(os.fspath(sets))
+        document = read_sets_json(source)
     if "sets_checksum" in document:
         _require_keys(document, ("set_names", "n_classes"), source)
         names = tuple(document["set_names"])
@@ -279,16 +277,7 @@ def train_dataset(
     )
     if steps is not None:
         records = records.repeat()
-    dataset = records.batch(batch_size).map(
-        lambda batch: _parse_batch(batch, info.embedding_dim, set_names, info.n_classes),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
-    if steps is not None:
-        dataset = dataset.take(steps).apply(tf.data.experimental.assert_cardinality(steps))
-    elif pass_batches is not None:
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(pass_batches))
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return _parsed_batches(records, info, set_names, batch_size, steps, pass_batches, endless=steps is not None)
 
 
 def eval_dataset(
@@ -300,20 +289,40 @@ def eval_dataset(
     pass_batches: int | None = None,
 ) -> tf.data.Dataset:
     """The eval split in file order, unshuffled, one pass (or its first ``steps`` batches)."""
-    dataset = (
-        _records(files, shuffle_seed=None)
-        .batch(batch_size)
-        .map(
-            lambda batch: _parse_batch(batch, info.embedding_dim, set_names, info.n_classes),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
+    return _parsed_batches(_records(files, shuffle_seed=None), info, set_names, batch_size, steps, pass_batches)
+
+
+def _parsed_batches(
+    records: tf.data.Dataset,
+    info: ExamplesInfo,
+    set_names: Sequence[str],
+    batch_size: int,
+    steps: int | None,
+    pass_batches: int | None,
+    *,
+    endless: bool = False,
+) -> tf.data.Dataset:
+    """Serialized records -> parsed (embedding, {set: label}) batches, cut to ``steps`` and of a declared length.
+
+    ``endless``: the records repeat and an epoch is exactly ``steps`` batches. Otherwise one pass, cut to its
+    first ``steps`` batches when given; ``pass_batches`` (the batches in one pass, from ``examples.json``) lets
+    Keras show the epoch's length, and a pass of another length fails instead of training on it silently.
+    """
+    dataset = records.batch(batch_size).map(
+        lambda batch: _parse_batch(batch, info.embedding_dim, set_names, info.n_classes),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
     )
-    if pass_batches is not None:
-        steps = pass_batches if steps is None else min(steps, pass_batches)
-        dataset = dataset.take(steps).apply(tf.data.experimental.assert_cardinality(steps))
-    elif steps is not None:
+    if steps is not None:
         dataset = dataset.take(steps)
+    if endless:
+        length = steps
+    elif pass_batches is not None:
+        length = pass_batches if steps is None else min(steps, pass_batches)
+    else:
+        length = None
+    if length is not None:
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(length))
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
@@ -401,7 +410,7 @@ def write_sets_json(sets_dir: str, n_classes: Mapping[str, int], checksum: str) 
             for name, k in n_classes.items()
         ],
     }
-    with tf.io.gfile.GFile(os.path.join(sets_dir, SETS_METADATA), "w") as handle:
+    with tf.io.gfile.GFile(os.path.join(sets_dir, SETS_JSON), "w") as handle:
         handle.write(json.dumps(document, indent=2) + "\n")
     with tf.io.gfile.GFile(os.path.join(sets_dir, SUCCESS_MARKER), "w") as handle:
         handle.write("")
