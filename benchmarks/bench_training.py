@@ -209,11 +209,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--classes", type=int, default=10_000)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from trainer.train import op_determinism
+    from trainer.train import enable_op_determinism
 
     # The trainer's default (HParams.deterministic), so the figure is what a default run gets.
-    with op_determinism(True):
-        figures = measure(args.steps, args.batch_size, args.heads, args.classes)
+    enable_op_determinism(True)
+    figures = measure(args.steps, args.batch_size, args.heads, args.classes)
     record("training", figures)
     print(__doc__.split("\n\n")[2])
     print(

@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import os
+import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -85,40 +86,59 @@ RESUMABLE_CHANGES = frozenset(
 )
 
 
-def _field_types() -> dict[str, str]:
-    return {f.name: str(f.type) for f in dataclasses.fields(HParams)}
+_NONE_WORDS = ("none", "null", "")
 
 
-def _coerce(name: str, value: Any) -> Any:
-    """Turn a config/flag value into the field's type, with an error that names the field."""
-    kind = _field_types()[name]
-    if value is None:
-        return None
-    try:
-        if kind.startswith("tuple"):
-            items = value.split(",") if isinstance(value, str) else list(value)
-            return tuple(str(item).strip() for item in items if str(item).strip())
-        if kind.startswith("bool"):
-            if isinstance(value, str):
-                lowered = value.strip().lower()
-                if lowered not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                return lowered in ("true", "1", "yes")
-            return bool(value)
-        if kind.startswith("int"):
-            if isinstance(value, str) and value.strip().lower() in ("none", "null", ""):
-                return None
-            as_float = float(value)
-            if as_float != int(as_float):
-                raise ValueError(value)
-            return int(as_float)
-        if kind.startswith("float"):
-            if isinstance(value, str) and value.strip().lower() in ("none", "null", ""):
-                return None
-            return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"hyperparameter '{name}' expects {kind}, got {value!r}") from None
-    return value
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(value)
+        return lowered in ("true", "1", "yes")
+    return bool(value)
+
+
+def _to_int(value: Any) -> int:
+    # "1e4" and 10000.0 are whole numbers; 2.5 is not.
+    as_float = float(value)
+    if as_float != int(as_float):
+        raise ValueError(value)
+    return int(as_float)
+
+
+def _to_names(value: Any) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(str(item).strip() for item in items if str(item).strip())
+
+
+_CONVERTERS = {bool: _to_bool, int: _to_int, float: float, tuple: _to_names}
+
+
+def _converter(name: str, hint: Any):
+    """The value -> field converter of one field, from its real type (``X`` or ``X | None``)."""
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    if optional:
+        hint = next(arg for arg in args if arg is not type(None))
+    kind = typing.get_origin(hint) or hint
+    convert = _CONVERTERS[kind]
+
+    def to_field(value: Any) -> Any:
+        if value is None or (optional and isinstance(value, str) and value.strip().lower() in _NONE_WORDS):
+            return None
+        try:
+            return convert(value)
+        except (TypeError, ValueError):
+            # argparse shows this message for a flag; from_mapping raises it for a config value.
+            raise ValueError(f"hyperparameter '{name}' expects {hint_text[name]}, got {value!r}") from None
+
+    return to_field
+
+
+# The field types as Python objects (the module's ``from __future__ import annotations`` keeps them as strings).
+_HINTS = typing.get_type_hints(HParams)
+hint_text = {f.name: str(f.type) for f in dataclasses.fields(HParams)}
+CONVERTERS = {name: _converter(name, hint) for name, hint in _HINTS.items()}
 
 
 def load_config(path: str) -> dict[str, Any]:
@@ -144,31 +164,44 @@ def load_config(path: str) -> dict[str, Any]:
 
 def from_mapping(values: Mapping[str, Any], base: HParams | None = None) -> HParams:
     """``base`` (default: the defaults) with ``values`` applied; unknown keys are an error, not ignored."""
-    known = _field_types()
-    unknown = sorted(set(values) - set(known))
+    unknown = sorted(set(values) - set(CONVERTERS))
     if unknown:
-        raise ValueError(f"unknown hyperparameters {unknown}; known: {sorted(known)}")
+        raise ValueError(f"unknown hyperparameters {unknown}; known: {sorted(CONVERTERS)}")
     base = base or HParams()
-    return dataclasses.replace(base, **{name: _coerce(name, value) for name, value in values.items()})
+    return dataclasses.replace(base, **{name: CONVERTERS[name](value) for name, value in values.items()})
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
-    """One ``--name`` flag per field, defaulting to None so that only flags actually given override."""
+    """One ``--name`` flag per field, parsed by the field's converter; only flags actually given override."""
     group = parser.add_argument_group("hyperparameters (override --config)")
     group.add_argument("--config", default=None, help="JSON or YAML file of hyperparameters")
     for field in dataclasses.fields(HParams):
-        group.add_argument(f"--{field.name}", default=None, help=f"{field.type}, default {field.default!r}")
+        group.add_argument(
+            f"--{field.name}",
+            # Absent unless given, so "--steps_per_epoch none" can still override a config's number.
+            default=argparse.SUPPRESS,
+            type=_flag_type(field.name),
+            help=f"{field.type}, default {field.default!r}",
+        )
+
+
+def _flag_type(name: str):
+    """The field's converter for argparse, whose usage error then names the flag and the value."""
+
+    def parse_flag(text: str) -> Any:
+        try:
+            return CONVERTERS[name](text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse_flag
 
 
 def from_args(args: argparse.Namespace) -> HParams:
     """Defaults, then ``args.config``, then the flags that were given."""
     config = load_config(args.config) if getattr(args, "config", None) else {}
     hparams = from_mapping(config)
-    flags = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(HParams)
-        if getattr(args, f.name, None) is not None
-    }
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(HParams) if hasattr(args, f.name)}
     return from_mapping(flags, base=hparams)
 
 

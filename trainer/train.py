@@ -32,14 +32,12 @@ On a GPU machine or Vertex AI, run the same module; ``--examples``, ``--sets`` a
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 import keras
 import tensorflow as tf
@@ -156,43 +154,9 @@ def _check_resumable(state: Mapping, params: hp.HParams, binding: inputs.SetsBin
 # ---------------------------------------------------------------------------------------------- logging/curves
 
 
-class EpochScalars(keras.callbacks.Callback):
-    """Epoch metrics as TensorBoard scalars (train/ and validation/ runs, tags ``epoch_<metric>``).
-
-    The fallback where the ``tensorboard`` package (pinned in requirements.txt) is not installed: Keras' own
-    TensorBoard callback needs it, while ``tf.summary.write`` with the scalars plugin metadata writes the same
-    event files without it.
-    """
-
-    def __init__(self, log_dir: str):
-        super().__init__()
-        from tensorflow.core.framework import summary_pb2
-
-        self._writers = {
-            "train": tf.summary.create_file_writer(os.path.join(log_dir, "train")),
-            "validation": tf.summary.create_file_writer(os.path.join(log_dir, "validation")),
-        }
-        self._metadata = summary_pb2.SummaryMetadata(
-            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
-        )
-
-    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        for key, value in (logs or {}).items():
-            run, tag = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
-            with self._writers[run].as_default():
-                tf.summary.write(
-                    f"epoch_{tag}", tf.constant(float(value)), step=epoch, metadata=self._metadata
-                )
-        for writer in self._writers.values():
-            writer.flush()
-
-
 def _tensorboard_callback(log_dir: str) -> keras.callbacks.Callback:
-    import importlib.util
-
-    if importlib.util.find_spec("tensorboard") is not None:
-        return keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch")
-    return EpochScalars(log_dir)
+    """Keras' TensorBoard callback, epoch scalars only (``tensorboard`` is pinned in requirements.txt)."""
+    return keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch")
 
 
 def plot_curves(history: Mapping[str, Sequence[float]], set_names: Sequence[str], path: str,
@@ -212,24 +176,17 @@ def seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-@contextlib.contextmanager
-def op_determinism(enabled: bool) -> Iterator[None]:
-    """Bitwise-reproducible kernels inside the block, then the previous setting again.
+def enable_op_determinism(enabled: bool) -> None:
+    """Bitwise-reproducible kernels (``tf.config.experimental.enable_op_determinism``) when ``enabled``.
 
-    The switch is process-wide, so it is undone afterwards: a training call must not change how
-    unrelated TensorFlow code in the same process (other jobs, other tests) runs. TensorFlow's public
-    API can only switch it on; switching off goes through ``tensorflow.python.framework.config``.
+    TensorFlow's public API can only switch determinism on, for the whole process and for good: once a
+    deterministic run has trained, later TensorFlow work in the same process (other jobs of ``run_all``,
+    later tests) runs deterministic kernels too. On CPU that changes no result, only which ops may run
+    (TensorFlow refuses the few that have no deterministic kernel); the only way back, a private
+    ``tensorflow.python`` function, is deliberately not used.
     """
-    from tensorflow.python.framework import config as tf_config
-
-    switch = enabled and not tf_config.is_op_determinism_enabled()
-    if switch:
+    if enabled:
         tf.config.experimental.enable_op_determinism()
-    try:
-        yield
-    finally:
-        if switch:
-            tf_config.disable_op_determinism()
 
 
 def train(
@@ -237,8 +194,8 @@ def train(
 ) -> TrainResult:
     """Train (or resume training of) the heads; returns the model after the last epoch."""
     params = params or hp.HParams()
-    with op_determinism(params.deterministic):
-        return _train(examples_dir, sets, job_dir, params)
+    enable_op_determinism(params.deterministic)
+    return _train(examples_dir, sets, job_dir, params)
 
 
 def _train(examples_dir: str, sets: str | Mapping, job_dir: str, params: hp.HParams) -> TrainResult:
