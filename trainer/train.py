@@ -124,6 +124,9 @@ def _save_checkpoint(model: keras.Model, job_dir: str, epoch: int) -> str:
 
 
 def _prune_checkpoints(job_dir: str, keep: int) -> None:
+    """Keep the newest ``keep`` epoch checkpoints. Not ``tf.train.CheckpointManager(max_to_keep)``: it writes TF
+    checkpoints that ``keras.saving.load_model`` (resume) and ``trainer.export`` cannot read; Keras'
+    ``ModelCheckpoint`` has no ``max_to_keep`` (docs/ARCHITECTURE.md, "The trainer and the libraries")."""
     existing = sorted(tf.io.gfile.glob(os.path.join(job_dir, CHECKPOINT_DIR, "epoch-*.keras")))
     for path in [p for p in existing if not p.endswith(".partial.keras")][:-keep]:
         tf.io.gfile.remove(path)
