@@ -8,7 +8,9 @@ A manifest without ``lat``/``lng`` columns (or any manifest with ``--no_require_
 Each image is read through Beam's ``FileSystems`` (so ``gs://`` URIs work) and preprocessed by
 ``imagery.load_image`` -- the one preprocessing shared with ``batch_predict`` and ``locate``: pixel count
 checked from the header (decompression bombs), EXIF orientation, any mode to RGB, one BILINEAR resize to
-299x299 -- then run through the frozen backbone by ``RunInference`` on a ``.keras`` model file.
+299x299, a big JPEG decoded at a reduced DCT scale first -- then run through the frozen backbone by
+``RunInference`` on a ``.keras`` model file (loaded once per worker, batches of ``--inference_batch``). Decoding
+runs on a small thread pool ahead of the model (``pipelines.image_input``), so it overlaps inference.
 A manifest that already has an ``embedding`` column is passed through without extraction (validated, deduplicated).
 
 Outputs (each completed atomically with ``_SUCCESS``): ``--output`` (features Parquet shards, plus
