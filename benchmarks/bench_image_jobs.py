@@ -202,10 +202,9 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import keras
 
+    import imagery
     from pipelines import batch_predict, extract_features
     from trainer.backbone import build_backbone
-
-    import imagery
 
     n_model = min(args.model_images, args.images)
     figures: dict = {"images": args.images, "decode": "imagery.load_image", "model_batch": MODEL_BATCH,
