@@ -5,7 +5,8 @@ extraction job, the exported geolocator's callers (``batch_predict``), ``locate`
 preprocessing and gives the same features for the same file.
 
 - ``load_image(data, size=299)`` -> float32 ``[size, size, 3]`` in 0..255: pixel count checked before decoding
-  (decompression bombs), EXIF orientation applied, any mode to RGB, one Pillow resize (see ``imagery.decode``).
+  (decompression bombs), a big JPEG decoded at a reduced DCT scale (draft), EXIF orientation applied, any
+  mode to RGB, one Pillow resize (see ``imagery.decode``).
 - ``read_metadata(data)`` / ``read_gps(data)``: EXIF GPS position, ``taken_at`` and ``camera`` via exifread
   (see ``imagery.exif``).
 - ``ImageError(reason, detail)``: ``reason`` is a ``schemas.Reason``, so callers turn it into a dead letter.

@@ -76,6 +76,7 @@ from pipelines.common import (
     run_job,
     table_schema,
 )
+from pipelines.image_input import DecodeImagesFn
 from schemas import PREDICTIONS, Reason
 from schemas import columns as c
 from schemas.artifacts import absolute, read_model_manifest
@@ -91,6 +92,9 @@ PREDICTIONS_PREFIX = "predictions"
 # Tagged output of CombineHeads: (rows_out, photos predicted in a batch), the job's rows out.
 PREDICTED = "photos_predicted"
 IMAGE_SIZE = 299
+# Images per model call: fixed (BatchElements' adaptive sizing would grow towards 256 images: ~0.3 GB of pixels
+# plus Inception's activations per call); embeddings keep the adaptive 8..256.
+IMAGE_BATCH = 16
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -189,30 +193,10 @@ def keyed_image_uris(batch: pa.RecordBatch) -> Iterable[tuple[str, str]]:
     return list(zip(batch.column(c.PHOTO_ID).to_pylist(), batch.column(c.IMAGE_URI).to_pylist()))
 
 
-class _DecodeImageFn(beam.DoFn):
-    """(photo_id, uri) -> (photo_id, float32 [299, 299, 3] in 0..255); unreadable files go to the dead letters.
-
-    ``imagery.load_image`` is the one preprocessing of extract_features, locate and this job (EXIF
-    orientation, any mode to RGB, one Pillow resize, a pixel-count guard against decompression bombs).
-    """
-
-    def process(self, element):
-        from imagery import ImageError, load_image
-
-        photo_id, uri = element
-        record = {c.PHOTO_ID: photo_id, c.IMAGE_URI: uri}
-        try:
-            with FileSystems.open(uri) as handle:
-                data = handle.read()
-        except Exception as error:  # noqa: BLE001 - any I/O failure is this row's problem, not the job's
-            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(JOB, Reason.MISSING_FILE, f"{uri}: {error}", record))
-            return
-        try:
-            image = load_image(data, IMAGE_SIZE)
-        except ImageError as error:
-            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(JOB, error.reason, f"{uri}: {error.detail}", record))
-            return
-        yield photo_id, image
+def _split_keyed_uri(element):
+    """(photo_id, uri) -> (key, uri, the record a dead letter shows)."""
+    photo_id, uri = element
+    return photo_id, uri, {c.PHOTO_ID: photo_id, c.IMAGE_URI: uri}
 
 
 class ReadPhotosToPredict(beam.PTransform):
@@ -235,7 +219,12 @@ class ReadPhotosToPredict(beam.PTransform):
                 unique[VALID]
                 | "Key image files by photo id" >> beam.FlatMap(keyed_image_uris)
                 | "Spread images over workers" >> beam.Reshuffle()
-                | "Decode and resize the images" >> beam.ParDo(_DecodeImageFn()).with_outputs(DEAD, main=VALID)
+                # imagery.load_image, the one preprocessing of extract_features, locate and this job, on a thread
+                # pool running ahead of the model fused after it (see pipelines.image_input).
+                | "Decode and resize the images"
+                >> beam.ParDo(DecodeImagesFn(JOB, _split_keyed_uri, IMAGE_SIZE, name_uri=True)).with_outputs(
+                    DEAD, main=VALID
+                )
             )
             inputs = decoded[VALID]
             dead.append(decoded[DEAD])
@@ -419,7 +408,8 @@ def build_pipeline(
     input_column = c.EMBEDDING if kind == FEATURES else c.IMAGE_URI
     # Refinement searches by the photo's features, so they travel with the heads' output when there is an index.
     keep = kind == FEATURES and has_accuracy_extras(model_dir)
-    handler = KerasDictModelHandler(model_file, model["set_names"], model["model_id"], keep_inputs=keep)
+    batch = {"min_batch_size": IMAGE_BATCH, "max_batch_size": IMAGE_BATCH} if kind == IMAGES else {}
+    handler = KerasDictModelHandler(model_file, model["set_names"], model["model_id"], keep_inputs=keep, **batch)
     photos = (
         pipeline
         | "Read the manifest" >> ReadTableBatches(manifest, JOB, columns=[c.PHOTO_ID, input_column])

@@ -8,7 +8,9 @@ A manifest without ``lat``/``lng`` columns (or any manifest with ``--no_require_
 Each image is read through Beam's ``FileSystems`` (so ``gs://`` URIs work) and preprocessed by
 ``imagery.load_image`` -- the one preprocessing shared with ``batch_predict`` and ``locate``: pixel count
 checked from the header (decompression bombs), EXIF orientation, any mode to RGB, one BILINEAR resize to
-299x299 -- then run through the frozen backbone by ``RunInference`` on a ``.keras`` model file.
+299x299, a big JPEG decoded at a reduced DCT scale first -- then run through the frozen backbone by
+``RunInference`` on a ``.keras`` model file (loaded once per worker, batches of ``--inference_batch``). Decoding
+runs on a small thread pool ahead of the model (``pipelines.image_input``), so it overlaps inference.
 A manifest that already has an ``embedding`` column is passed through without extraction (validated, deduplicated).
 
 Outputs (each completed atomically with ``_SUCCESS``): ``--output`` (features Parquet shards, plus
@@ -52,9 +54,8 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import RunInference
 
-import imagery
-from imagery import ImageError
 from pipelines import common
+from pipelines.image_input import DecodeImagesFn, read_image_bytes  # noqa: F401 - read_image_bytes: older import path
 from schemas import FEATURES, Reason, SchemaError, validate_manifest
 from schemas import columns as c
 from schemas.cli import Parser
@@ -72,37 +73,14 @@ _OUTPUT_ROWS_PER_TABLE = 1024
 # ----------------------------------------------------------------------------------------------- images
 
 
-def read_image_bytes(uri: str) -> bytes:
-    """The file's bytes through ``FileSystems`` (local path or ``gs://``); ``ImageError`` if it is missing."""
-    try:
-        with FileSystems.open(uri, compression_type="uncompressed") as handle:
-            return handle.read()
-    except Exception as error:  # FileSystems raises IOError/BeamIOError/FileNotFoundError depending on the scheme
-        if not FileSystems.exists(uri):
-            raise ImageError(Reason.MISSING_FILE, f"{uri}: no such file") from error
-        raise ImageError(Reason.UNREADABLE_IMAGE, f"{uri}: cannot read: {error}") from error
-
-
 def _float_or_none(value) -> float | None:
     return None if value is None else float(value)
 
 
-class _LoadImageFn(beam.DoFn):
-    """Manifest row -> ((photo_id, lat or None, lng or None), image array), or a dead letter naming the problem."""
-
-    def __init__(self, size: int = IMAGE_SIZE):
-        self._size = size
-
-    def process(self, row: dict):
-        uri = row.get(c.IMAGE_URI)
-        try:
-            if not uri:
-                raise ImageError(Reason.MISSING_FILE, "image_uri is empty")
-            image = imagery.load_image(read_image_bytes(uri), self._size)
-        except ImageError as error:
-            yield beam.pvalue.TaggedOutput(common.DEAD, common.dead_letter(JOB, error.reason, error.detail, row))
-            return
-        yield (row[c.PHOTO_ID], _float_or_none(row.get(c.LAT)), _float_or_none(row.get(c.LNG))), image
+def _split_manifest_row(row: dict):
+    """Manifest row -> (key (photo_id, lat or None, lng or None), image_uri, the row for a dead letter)."""
+    key = (row[c.PHOTO_ID], _float_or_none(row.get(c.LAT)), _float_or_none(row.get(c.LNG)))
+    return key, row.get(c.IMAGE_URI), row
 
 
 # ----------------------------------------------------------------------------------------------- model
@@ -116,7 +94,9 @@ def backbone_handler(model_path: str, batch_size: int = DEFAULT_INFERENCE_BATCH)
     handler = TFModelHandlerNumpy(
         model_path,
         load_model_args={"safe_mode": True},
-        min_batch_size=1,
+        # Fixed batches (the last one smaller): BatchElements' adaptive sizing would start at 1 image per call
+        # and grow batch by batch, and small batches use the backbone less well.
+        min_batch_size=batch_size,
         max_batch_size=batch_size,
     )
     return KeyedModelHandler(handler)
@@ -217,7 +197,9 @@ class ExtractFeatures(beam.PTransform):
             | "One element per photo" >> beam.FlatMap(_manifest_rows)
             # Decoding and inference are the slow steps: let the runner spread photos over workers.
             | "Spread photos over workers" >> beam.Reshuffle()
-            | "Read and decode images" >> beam.ParDo(_LoadImageFn(self._size)).with_outputs(common.DEAD, main="images")
+            # Decoding runs ahead on a thread pool, overlapping the backbone fused after it (image_input's doc).
+            | "Read and decode images"
+            >> beam.ParDo(DecodeImagesFn(JOB, _split_manifest_row, self._size)).with_outputs(common.DEAD, main="images")
         )
         predictions, failures = (
             images["images"]

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 import imagery
 from imagery import ImageError
@@ -93,6 +93,46 @@ def test_exif_orientation_gives_the_upright_pixels(orientation, turns):
 def test_lossless_rgb_at_the_target_size_is_unchanged():
     pixels = np.random.default_rng(0).integers(0, 256, size=(299, 299, 3), dtype=np.uint8)
     np.testing.assert_array_equal(imagery.load_image(pf.png(Image.fromarray(pixels))), pixels.astype(np.float32))
+
+
+def _full_decode_then_resize(data: bytes, size: int = 299) -> np.ndarray:
+    """The reference without JPEG draft: Pillow's full-size decode, upright, RGB, the one BILINEAR resize."""
+    with Image.open(io.BytesIO(data)) as image:
+        upright = ImageOps.exif_transpose(image).convert("RGB")
+    return np.asarray(upright.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def _photo_like_jpeg(width: int, height: int, seed: int, exif: Image.Exif | None = None) -> bytes:
+    rng = np.random.default_rng(seed)
+    small = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((width, height), Image.BICUBIC)
+    noisy = np.clip(np.asarray(small, np.int16) + rng.integers(-12, 13, (height, width, 1)), 0, 255).astype(np.uint8)
+    return pf.jpeg(noisy, exif, quality=90)
+
+
+def test_big_jpegs_are_decoded_at_a_reduced_scale_within_tolerance_of_a_full_decode():
+    """JPEG draft: a 12-megapixel photo is decoded at 1/4 scale (both sides still >= 2 x 299), and the pixels
+    load_image gives stay within a few levels of a full decode + the same resize (real photos and generated ones,
+    one of them turned by EXIF orientation 6)."""
+    big = _photo_like_jpeg(4032, 3024, seed=1)
+    assert imagery.decode_rgb(big).size == (4032, 3024)
+    assert imagery.decode_rgb(big, at_least=598).size == (1008, 756)
+    assert imagery.decode_rgb(big, at_least=2000).size == (4032, 3024)  # never below the request
+    cases = [big, _photo_like_jpeg(1600, 1200, seed=2), _photo_like_jpeg(2448, 3264, seed=3, exif=pf.exif_bytes(orientation=6))]
+    for folder in FOLDERS:
+        cases += [p.read_bytes() for p in pf.photo_files(folder) if p.suffix.lower() in (".jpg", ".jpeg")]
+    reduced = 0
+    for data in cases:
+        try:
+            reference = _full_decode_then_resize(data)
+        except OSError:  # the deliberately truncated real photo: load_image's own test covers it
+            continue
+        pixels = imagery.load_image(data)
+        difference = np.abs(pixels - reference)
+        assert difference.mean() < 0.5 and difference.max() <= 12, (difference.mean(), difference.max())
+        reduced += imagery.decode_rgb(data, at_least=598).size != imagery.decode_rgb(data).size
+    assert reduced >= 3  # the draft path was really taken, not only full decodes compared with themselves
+    turned = imagery.load_image(cases[2])
+    np.testing.assert_allclose(turned, _full_decode_then_resize(cases[2]), atol=12)
 
 
 def test_every_mode_becomes_rgb():
