@@ -297,7 +297,7 @@ def _cpu_seconds() -> float:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n_train", type=int, default=DEFAULT_N_TRAIN,
-                        help="simulated training photos (default fits make bench's 7 minutes)")
+                        help="simulated training photos")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default=os.path.join("out", "bench_accuracy"))
     parser.add_argument("--smoothing_km", type=float, default=DEFAULT_SMOOTHING_KM,
