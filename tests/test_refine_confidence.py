@@ -82,6 +82,23 @@ def test_refinement_matches_brute_force_search(world, subset):
     assert (sims[1] >= sims[0] - 1e-6).all() and (sims[1] > sims[0]).any()
 
 
+def test_best_neighbours_of_every_k_from_one_search_equal_a_search_per_k(world):
+    parts, index, rng = world["parts"], world["index"], world["rng"]
+    probs = {name: rng.dirichlet(np.ones(k) * 0.3, size=60) for name, k in zip(parts.set_names, parts.n_classes)}
+    pred = Combiner(parts, top_k=6).predict(probs)
+    queries = (world["node_code"][rng.integers(0, 300, 60)] + rng.normal(size=(60, DIM))).astype(np.float32)
+    refiner = refine.Refiner(index, parts)
+    per_k = refiner.best_neighbours_per_k(pred.topk_ids, queries, [6, 1, 3])
+    assert sorted(per_k) == [1, 3, 6]
+    for k, (sim, row) in per_k.items():
+        want_sim, want_row = refiner.best_neighbours(pred.topk_ids[:, :k], queries)
+        np.testing.assert_array_equal(sim, want_sim)
+        np.testing.assert_array_equal(row, want_row)
+        # The chosen row is in one of the image's first k partitions.
+        part_of_row = np.repeat(np.arange(parts.n_partitions), np.diff(index.indptr))
+        assert all(part_of_row[r] in pred.topk_ids[b, :k] for b, r in enumerate(row) if r >= 0)
+
+
 def test_pq_similarity_tracks_exact_cosine_and_index_is_compact(world):
     index, emb = world["index"], world["emb"]
     refiner = refine.Refiner(index, world["parts"])
@@ -95,6 +112,8 @@ def test_pq_similarity_tracks_exact_cosine_and_index_is_compact(world):
     exact = (unit[:200] @ unit[order][rows].T).ravel()
     assert np.corrcoef(approx, exact)[0, 1] > 0.8
     assert index.codes.dtype == np.uint8 and index.codes.shape == (3000, 8)
+    # Codebooks in float16: 8 sub-vectors x 256 centroids x 3 dims x 2 bytes.
+    assert index.centroids.dtype == np.float16 and index.fixed_bytes() == 8 * 256 * 3 * 2
     # codes 8 + lat/lng 8 + indptr + codebooks amortised.
     assert index.bytes_per_photo() == pytest.approx(16 + (index.indptr.nbytes + index.centroids.nbytes) / 3000)
 
