@@ -212,6 +212,7 @@ class Locator:
         from partition_gen.evaluation import default_method
         from partition_gen.partitions import check_model_matches, load_partitions, read_partitions_manifest
         from partition_gen.places import gazetteer
+        from schemas import artifacts
         from schemas.io import IncompleteArtifactError
 
         # The gazetteer (~2 s of parsing) is built while TensorFlow and the model load.
@@ -240,6 +241,13 @@ class Locator:
         self.embedding_dim = int(self.manifest["embedding_dim"])
         self.model_id = self.manifest["model_id"]
         binding = read_partitions_manifest(partitions_dir)
+        if images and not artifacts.exists(artifacts.join(model_dir, export.GEOLOCATOR_FILE)):
+            # Said before a model loads; the features model still locates precomputed embeddings.
+            raise UsageError(
+                f"--model {model_dir} has no {export.GEOLOCATOR_FILE} (a features-only model, exported with "
+                "--no_geolocator or without --backbone_weights): use --features FILE with embeddings from "
+                "pipelines.extract_features, or export the model with --backbone_weights"
+            )
         try:
             if images:
                 import keras
@@ -395,8 +403,11 @@ def draw_map(path: str, located: Sequence[Located], title: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.locate", description=__doc__.split("\n\n")[0],
+    from schemas.cli import Parser
+
+    # schemas.cli's parser: a misspelt flag is named with the nearest valid one, in one line, status 2.
+    parser = Parser(
+        prog="pipelines.locate", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Exit status: 0 all photos located, 1 some failed (one stderr line each), 2 usage error.",
     )  # fmt: skip
