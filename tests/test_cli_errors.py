@@ -202,3 +202,70 @@ def test_locate_on_a_features_only_model_says_to_use_features(predict_artifacts,
     lines = err.getvalue().splitlines()
     assert code == 2 and out.getvalue() == "" and len(lines) == 1, lines
     assert "geolocator.keras" in lines[0] and "use --features FILE" in lines[0]
+
+
+def test_locate_with_nothing_to_locate_stops_before_loading_the_model(predict_artifacts, tmp_path, monkeypatch):
+    import io
+
+    from pipelines import locate
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded although there is nothing to locate")
+
+    monkeypatch.setattr(locate, "Locator", no_model)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("no photos here")
+    model = ["--model", str(predict_artifacts / "model"), "--partitions", str(predict_artifacts / "partitions")]
+    cases = [
+        ([str(tmp_path / "empty")], ["empty: the folder holds no image files"]),
+        ([str(tmp_path / "notes")], ["notes: the folder holds no image files", "skipped 1 file(s)"]),
+        ([str(tmp_path / "gone.jpg"), str(tmp_path / "*.heic")],
+         ["gone.jpg: no such file or folder", "*.heic: no file matches this pattern"]),
+        (["--features", str(tmp_path / "gone.parquet")], [f"--features {tmp_path / 'gone.parquet'}: no such file"]),
+        (["--features", str(tmp_path / "empty")], [f"--features {tmp_path / 'empty'}: table"]),
+    ]
+    for args, wanted in cases:
+        out, err = io.StringIO(), io.StringIO()
+        assert locate.main([*args, *model], out=out, err=err) == 2, err.getvalue()
+        lines = err.getvalue().splitlines()
+        assert out.getvalue() == "" and len(lines) == len(wanted), lines
+        for line, needle in zip(lines, wanted):
+            assert line.startswith("locate: error: ") and needle in line, (needle, lines)
+
+
+LOCATE_WITHOUT_TENSORFLOW = """
+import io, sys
+from pipelines import locate
+err = io.StringIO()
+code = locate.main(sys.argv[1:], out=io.StringIO(), err=err)
+print(code, "tensorflow" in sys.modules, err.getvalue().strip(), sep="|")
+"""
+
+
+def test_locate_names_the_flag_of_a_missing_or_wrong_artifact_before_tensorflow_loads(predict_artifacts, tmp_path):
+    photo = str(sorted((ROOT / "data" / "photos").glob("*.jpg"))[0])
+    from schemas.artifacts import write_marker
+
+    (tmp_path / "sets").mkdir()  # e.g. the geoclass sets given as partitions: complete, but no manifest.json
+    (tmp_path / "sets" / "sets.json").write_text("{}")
+    write_marker(str(tmp_path / "sets"))
+    model, parts = str(predict_artifacts / "model"), str(predict_artifacts / "partitions")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for args, needle in [
+        (["--model", model, "--partitions", str(tmp_path / "sets")], f"--partitions {tmp_path / 'sets'}: manifest.json"),
+        (["--model", str(tmp_path / "nope"), "--partitions", parts], f"model {tmp_path / 'nope'}: no manifest.json"),
+        (["--model", str(predict_artifacts / "other_model"), "--partitions", parts], "sets-OTHER"),
+    ]:
+        done = subprocess.run([sys.executable, "-c", LOCATE_WITHOUT_TENSORFLOW, photo, *args], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=300)
+        code, tensorflow_loaded, message = done.stdout.strip().split("|")
+        assert (code, tensorflow_loaded) == ("2", "False"), done.stdout + done.stderr
+        assert message.startswith("locate: error: ") and needle in message and "\n" not in message, message
+
+
+def test_locate_knows_the_geolocator_file_name_of_the_export():
+    from pipelines import locate
+    from trainer import export
+
+    assert locate.GEOLOCATOR_FILE == export.GEOLOCATOR_FILE
