@@ -90,6 +90,10 @@ def run(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--test_set", default="im2gps3k", choices=sample_data.TEST_SETS,
                         help="test locations (default im2gps3k)")
     args, beam_args = parser.parse_known_args(argv)
+    from pipelines.options import check_flags
+
+    # The rest goes to every Beam stage; a flag nobody declares (--n-train) stops here, naming --n_train.
+    check_flags(parser, beam_args)
     log_file = _console_and_log(os.path.join(args.workdir, "demo.log"))
     started = time.time()
     title = f"Demo: {args.n_train:,} simulated training photos, {args.test_set} test locations -- accuracies [%]"

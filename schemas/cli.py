@@ -100,6 +100,8 @@ def one_line(error: BaseException) -> str:
     first = lines[0] if lines else ""
     if isinstance(error, FileNotFoundError) and error.filename and str(error.filename) not in first:
         first = f"{error.filename}: {error.strerror or 'no such file'}"
+    elif isinstance(error, FileNotFoundError) and len(lines) == 1 and " " not in first:
+        first = f"{first}: no such file or directory"  # raised as FileNotFoundError(path): the path alone
     if isinstance(error, KeyError):
         first = f"missing key {first}"
     elif not first or not _project_error(error) and not isinstance(error, (FileNotFoundError, ValueError)):

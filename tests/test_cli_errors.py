@@ -269,3 +269,17 @@ def test_locate_knows_the_geolocator_file_name_of_the_export():
     from trainer import export
 
     assert locate.GEOLOCATOR_FILE == export.GEOLOCATOR_FILE
+
+
+def test_demo_refuses_an_unknown_flag_and_a_bare_missing_path_says_what_is_wrong(capsys):
+    from pipelines import demo
+
+    # Used to pass --n-train on to the Beam stages and run the whole 40,000-photo demo.
+    status = run_command(demo.run, ["--n-train", "5"])
+    _one_line(capsys, status, 2, "--n-train; did you mean --n_train?")
+
+    def missing(argv):
+        raise FileNotFoundError("nope.parquet")  # as schemas.io.list_parquet_files raises it
+
+    status = run_command(missing, [], prog="draw_figure4")
+    _one_line(capsys, status, 1, "draw_figure4: nope.parquet: no such file or directory")
