@@ -16,7 +16,6 @@ codes; the eval split is thousands of rows.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from partition_gen.evaluation import THRESHOLDS_KM, accuracy_at, accuracy_dict, 
 from partition_gen.geo import haversine_km
 from partition_gen.partitions import load_partitions
 from schemas import artifacts
+from schemas.cli import Parser
 
 LOG = logging.getLogger("cplanet.build_refine_index")
 CONFIDENCE_FILE = confidence.CONFIDENCE_FILE
@@ -139,7 +139,7 @@ load_confidence = confidence.load_calibrations
 
 
 def run(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="pipelines.build_refine_index", description=__doc__.split("\n\n")[0])
     parser.add_argument("--examples", required=True, help="training-examples artifact (make_examples)")
     parser.add_argument("--model", required=True, help="exported model directory; refine/ is written into it")
     parser.add_argument("--partitions", required=True, help="partitions artifact of the model's sets")
@@ -152,4 +152,6 @@ def run(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    run()
+    from schemas.cli import main
+
+    main("pipelines.build_refine_index")

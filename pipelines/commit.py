@@ -406,6 +406,9 @@ def run_job(
         for output in outputs:
             output.abort()
 
+    # Progress totals are per process: a second job in it (run_all's test features after the train ones) counts
+    # its own rows from zero.
+    progress.reset()
     try:
         result = pipeline.run()
         state = result.wait_until_finish() if wait else getattr(result, "state", None)

@@ -21,6 +21,8 @@ import os
 import time
 from collections.abc import Sequence
 
+from schemas.cli import Parser
+
 DEFAULT_WORKDIR = os.path.join("out", "demo")
 DEFAULT_N_TRAIN = 40_000
 MAX_LISTED = 6  # files per kind in the final listing; more are summarised as "... N more"
@@ -77,7 +79,7 @@ def _console_and_log(log_path: str) -> logging.FileHandler:
 
 
 def run(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="pipelines.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default=DEFAULT_WORKDIR, help=f"where everything goes (default {DEFAULT_WORKDIR})")
     parser.add_argument("--n_train", type=int, default=DEFAULT_N_TRAIN,
                         help=f"simulated training photos (default {DEFAULT_N_TRAIN:,})")
@@ -88,6 +90,10 @@ def run(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--test_set", default="im2gps3k", choices=sample_data.TEST_SETS,
                         help="test locations (default im2gps3k)")
     args, beam_args = parser.parse_known_args(argv)
+    from pipelines.options import check_flags
+
+    # The rest goes to every Beam stage; a flag nobody declares (--n-train) stops here, naming --n_train.
+    check_flags(parser, beam_args)
     log_file = _console_and_log(os.path.join(args.workdir, "demo.log"))
     started = time.time()
     title = f"Demo: {args.n_train:,} simulated training photos, {args.test_set} test locations -- accuracies [%]"
@@ -107,4 +113,6 @@ def run(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    run()
+    from schemas.cli import main
+
+    main("pipelines.demo")

@@ -18,10 +18,11 @@ import shutil
 from collections.abc import Sequence
 
 from pipelines.run_all import configure_logging, draw_progressive_map
+from schemas.cli import Parser
 
 
 def run(argv: Sequence[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="pipelines.draw_figure4", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", required=True, help="a run_all work dir (model/, sets/, partitions/)")
     parser.add_argument("--features", required=True, help="Parquet with photo_id, lat, lng, embedding")
     parser.add_argument("--photo_id", default=None, help="default: the file's first photo")
@@ -40,4 +41,6 @@ def run(argv: Sequence[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    run()
+    from schemas.cli import main
+
+    main("pipelines.draw_figure4")

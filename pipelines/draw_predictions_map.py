@@ -17,6 +17,8 @@ import logging
 import os
 from collections.abc import Sequence
 
+from schemas.cli import Parser
+
 LOG = logging.getLogger("cplanet.draw_predictions_map")
 
 
@@ -45,7 +47,7 @@ def pick_method(methods: Sequence[str]) -> str:
 
 
 def run(argv: Sequence[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="pipelines.draw_predictions_map", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--predictions", required=True, help="batch_predict run folder, Parquet file or glob")
     parser.add_argument("--method", default=None, help="method to draw (default: the one with the most sets)")
     parser.add_argument("--out", default=None, help="PNG path (default: ./predictions_map_<run folder>.png)")
@@ -86,4 +88,6 @@ def run(argv: Sequence[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    run()
+    from schemas.cli import main
+
+    main("pipelines.draw_predictions_map")

@@ -23,8 +23,10 @@ A model whose backbone has random weights is refused (its places mean nothing) u
 ``--allow_random_backbone`` is given, and then every run says so on stderr.
 
 Exit status: 0 every photo located; 1 some photos (or the map) failed, each with one line on stderr saying
-which and why; 2 usage error, nothing located (a bad flag, a missing or mismatched model or partitions
-artifact, a random backbone without ``--allow_random_backbone``), with one line on stderr.
+which and why; 2 usage error, nothing located (a bad flag, PATHs that name no image file, a ``--features``
+path with no Parquet file, a missing or mismatched model or partitions artifact, a model without a geolocator
+given photos, a random backbone without ``--allow_random_backbone``), with one line on stderr (one per PATH).
+Inputs and artifacts are checked before TensorFlow loads, so these answer in seconds.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ DEFAULT_TOP_K = 5
 # A photo file larger than this is refused before it is read (camera RAW files stay well below it).
 MAX_FILE_BYTES = 512 * 1024 * 1024
 FEATURES_OUTPUT = "features"
+GEOLOCATOR_FILE = "geolocator.keras"  # trainer.export.GEOLOCATOR_FILE (that module loads TensorFlow)
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -166,6 +169,21 @@ def decoded_batches(
             yield [p for p, _ in good], images, failures
 
 
+def features_problem(path: str) -> str | None:
+    """Why ``--features PATH`` names no Parquet file at all (one line), or None."""
+    from schemas.io import list_parquet_files
+
+    try:
+        if not list_parquet_files(path):
+            return "no Parquet files"
+    except FileNotFoundError as error:  # also an artifact folder without its _SUCCESS marker
+        text = str(error).splitlines()[0] if str(error) else ""
+        return "no such file, folder or match" if text in ("", path) else text
+    except Exception as error:  # noqa: BLE001 - an incomplete artifact, an unreadable folder: say which
+        return str(error).splitlines()[0] if str(error) else type(error).__name__
+    return None
+
+
 def read_features(path: str, embedding_dim: int) -> tuple[list[str], np.ndarray, list[Failure]]:
     """(photo ids, embeddings [n, D], failures for rows that cannot be used) of a features table."""
     from schemas import columns as c
@@ -195,6 +213,14 @@ def read_features(path: str, embedding_dim: int) -> tuple[list[str], np.ndarray,
 # ----------------------------------------------------------------------------------------------- model
 
 
+def _naming(error: BaseException, flag: str, path: str) -> str:
+    """The error's first line, led by the flag and path when it does not name the path already."""
+    if isinstance(error, OSError) and error.filename:  # "[Errno 2] No such file ...: 'DIR/manifest.json'"
+        return f"{flag} {path}: {os.path.basename(str(error.filename))}: {error.strerror or 'cannot read it'}"
+    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return first if path in first else f"{flag} {path}: {first}"
+
+
 class Locator:
     """A model artifact and its partitions, loaded once: images or embeddings -> located photos."""
 
@@ -212,19 +238,37 @@ class Locator:
         from partition_gen.evaluation import default_method
         from partition_gen.partitions import check_model_matches, load_partitions, read_partitions_manifest
         from partition_gen.places import gazetteer
+        from schemas import artifacts
         from schemas.io import IncompleteArtifactError
 
         # The gazetteer (~2 s of parsing) is built while TensorFlow and the model load.
         threading.Thread(target=gazetteer, name="gazetteer", daemon=True).start()
+        try:
+            # What can be refused without TensorFlow is refused first (a missing or mismatched artifact would
+            # otherwise be said only after the tens of seconds its import takes).
+            self.manifest = artifacts.read_model_manifest(model_dir)
+        except (OSError, ValueError, KeyError, IncompleteArtifactError) as error:
+            raise UsageError(_naming(error, "--model", model_dir)) from error
+        try:
+            self.partitions = load_partitions(partitions_dir)
+        except (OSError, ValueError, KeyError, IncompleteArtifactError) as error:
+            raise UsageError(_naming(error, "--partitions", partitions_dir)) from error
+        try:
+            check_model_matches(self.partitions, self.manifest, model_dir)
+        except ValueError as error:
+            raise UsageError(str(error).splitlines()[0]) from error
+        if images and not artifacts.exists(artifacts.join(model_dir, GEOLOCATOR_FILE)):
+            # The features model still locates precomputed embeddings.
+            raise UsageError(
+                f"--model {model_dir} has no {GEOLOCATOR_FILE} (a features-only model, exported with "
+                "--no_geolocator or without --backbone_weights): use --features FILE with embeddings from "
+                "pipelines.extract_features, or export the model with --backbone_weights"
+            )
         from trainer import export
 
         try:
-            self.manifest = export.read_manifest(model_dir)
-            # Refused before anything heavy is loaded.
             self.warning = export.check_backbone(self.manifest, model_dir, allow_random_backbone)
-            self.partitions = load_partitions(partitions_dir)
-            check_model_matches(self.partitions, self.manifest, model_dir)
-        except (OSError, ValueError, KeyError, IncompleteArtifactError) as error:
+        except ValueError as error:
             raise UsageError(str(error).splitlines()[0]) from error
         self.set_names = list(self.partitions.set_names)
         self.method = default_method(self.set_names)
@@ -395,8 +439,11 @@ def draw_map(path: str, located: Sequence[Located], title: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.locate", description=__doc__.split("\n\n")[0],
+    from schemas.cli import Parser
+
+    # schemas.cli's parser: a misspelt flag is named with the nearest valid one, in one line, status 2.
+    parser = Parser(
+        prog="pipelines.locate", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Exit status: 0 all photos located, 1 some failed (one stderr line each), 2 usage error.",
     )  # fmt: skip
@@ -425,6 +472,20 @@ def main(argv: Sequence[str] | None = None, out=None, err=None) -> int:
     if args.map and not args.map.lower().endswith(".png"):
         parser.error(f"--map {args.map}: give a .png file name")
     reporter = Reporter(args.json, out, err)
+    # The inputs are looked at before the model loads: nothing to locate is said at once.
+    if args.features:
+        problem = features_problem(args.features)
+        if problem:
+            print(f"locate: error: --features {args.features}: {problem}", file=err)
+            return EXIT_USAGE
+    else:
+        files, failures, skipped = expand_paths(args.paths)
+        if not files:
+            for failure in failures:
+                print(f"locate: error: {failure.photo}: {failure.error}", file=err)
+            if skipped:
+                print(f"locate: error: skipped {skipped} file(s) without an image extension", file=err)
+            return EXIT_USAGE
     try:
         locator = Locator(args.model, args.partitions, top_k=args.top_k,
                           allow_random_backbone=args.allow_random_backbone, images=args.features is None)
@@ -446,7 +507,6 @@ def main(argv: Sequence[str] | None = None, out=None, err=None) -> int:
             _, probs = locator.run(embeddings[chunk])
             reporter.emit(locator.locate(ids[chunk], probs, embeddings[chunk]))
     else:
-        files, failures, skipped = expand_paths(args.paths)
         reporter.emit(failures)
         if skipped:
             print(f"locate: skipped {skipped} file(s) without an image extension in the given folders", file=err)

@@ -56,13 +56,34 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+        self._given: list[str] = []
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._given = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def _own_flags(self) -> list[str]:
+        return [s for a in self._actions for s in a.option_strings if s.startswith("--")]
 
     def error(self, message: str):
         match = re.match(r"unrecognized arguments: (\S+)", message)
+        missing = re.match(r"the following arguments are required: (.+)", message)
         if match:
             flag = match.group(1).split("=", 1)[0]
-            own = [s for a in self._actions for s in a.option_strings if s.startswith("--")]
-            message = f"unrecognized argument {flag}{nearest_flag(flag, own)}"
+            message = f"unrecognized argument {flag}{nearest_flag(flag, self._own_flags())}"
+        elif missing:
+            # argparse checks required flags before unknown ones, so "--photo x" would only say "--photos is
+            # required": name the misspelt flag instead when one given is close to a missing one.
+            required = [m.strip() for m in missing.group(1).split(",") if m.strip().startswith("--")]
+            own = set(self._own_flags())
+            for token in self._given:
+                flag = token.split("=", 1)[0]
+                if not flag.startswith("--") or flag == "--" or flag in own:
+                    continue
+                hint = nearest_flag(flag, required)
+                if hint:
+                    message = f"unrecognized argument {flag}{hint} (required: {missing.group(1)})"
+                    break
         # One line (argparse would print the whole usage block first).
         self.exit(USAGE, f"{self.prog}: {message} (see --help)\n")
 
@@ -79,6 +100,8 @@ def one_line(error: BaseException) -> str:
     first = lines[0] if lines else ""
     if isinstance(error, FileNotFoundError) and error.filename and str(error.filename) not in first:
         first = f"{error.filename}: {error.strerror or 'no such file'}"
+    elif isinstance(error, FileNotFoundError) and len(lines) == 1 and " " not in first:
+        first = f"{first}: no such file or directory"  # raised as FileNotFoundError(path): the path alone
     if isinstance(error, KeyError):
         first = f"missing key {first}"
     elif not first or not _project_error(error) and not isinstance(error, (FileNotFoundError, ValueError)):

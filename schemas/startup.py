@@ -14,8 +14,9 @@
   RunInference's per-batch "Resource module is not available" warning is dropped.
 - **Fast ``--help``.** ``python -m pipelines.<job> --help`` (or ``trainer.<module>``) builds the job's parser
   with Beam, TensorFlow and Keras replaced by inert stand-ins, so help answers in about a second instead of
-  the tens of seconds those imports take. Only ``-h``/``--help`` on the command line switches this on; if the
-  module cannot be loaded that way, it is loaded for real as usual. ``CPLANET_REAL_HELP=1`` turns it off.
+  the tens of seconds those imports take. Only ``-h``/``--help`` on the command line switches this on. Only a
+  stand-in run that ends as help does (status 0, a ``usage:`` text) is shown; otherwise the command restarts
+  itself with ``CPLANET_REAL_HELP=1`` (which turns the trick off) and answers with the real modules.
   ``tests/test_startup.py`` checks that every command's quick help equals its real help.
 """
 
@@ -214,30 +215,41 @@ def _help_target(package: str) -> str | None:
 
 
 def answer_help_quickly(package: str) -> None:
-    """Print ``--help`` of the module being run with heavy packages stood in for, and exit; or return."""
+    """Print ``--help`` of the module being run with heavy packages stood in for, and exit; or return.
+
+    The stand-in run is trusted only when it ends as argparse's help does: status 0 with a ``usage:`` text.
+    Its output is held back until then. Anything else (an error under the stand-ins, a usage error, a module
+    that does not exit) restarts this very command with ``CPLANET_REAL_HELP=1``, so the answer comes from the
+    module loaded for real in a fresh process: nothing imported next to the stand-ins is reused, and a
+    launcher's error line produced by a stand-in is never shown.
+    """
+    import io
     import runpy
 
     target = _help_target(package)
-    if target is None or any(isinstance(f, _StubFinder) for f in sys.meta_path):
+    if target is None or not sys.executable or any(isinstance(f, _StubFinder) for f in sys.meta_path):
         return
     if any(name.split(".", 1)[0] in HEAVY_PACKAGES for name in sys.modules):
         return  # a heavy package is loaded already: nothing to save
-    before = set(sys.modules)
     finder = _StubFinder()
     sys.meta_path.insert(0, finder)
-    saved_argv = sys.argv[:]
+    out, err = io.StringIO(), io.StringIO()
+    code: object = "did not exit"
     try:
         spec = importlib.util.find_spec(target)
-        sys.argv = [spec.origin if spec and spec.origin else target] + saved_argv[1:]
-        runpy.run_module(target, run_name="__main__", alter_sys=False)
-    except SystemExit:
-        raise  # argparse printed the help (status 0) or a usage error (status 2)
-    except BaseException:  # noqa: BLE001 - any failure: load the module for real instead
-        pass
-    finally:
-        sys.meta_path.remove(finder)
-        sys.argv = saved_argv
-        # Nothing loaded next to the stand-ins may stay: the real run imports it all again.
-        for name in set(sys.modules) - before:
-            if name != package:
-                sys.modules.pop(name, None)
+        sys.argv = [spec.origin if spec and spec.origin else target] + sys.argv[1:]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            runpy.run_module(target, run_name="__main__", alter_sys=False)
+    except SystemExit as stop:
+        code = stop.code
+    except BaseException:  # noqa: BLE001 - any failure under the stand-ins: ask the real module instead
+        code = "failed"
+    if code in (0, None) and out.getvalue().startswith("usage:"):
+        sys.stdout.write(out.getvalue())
+        sys.stderr.write(err.getvalue())
+        sys.stdout.flush()
+        sys.stderr.flush()
+        raise SystemExit(0)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, list(sys.orig_argv), {**os.environ, "CPLANET_REAL_HELP": "1"})

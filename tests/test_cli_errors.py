@@ -144,3 +144,142 @@ def test_flag_typos_through_python_m(predict_artifacts, tmp_path):
     assert [ln for ln in done.stderr.splitlines() if "nope.parquet" in ln]
     done = _python_m("pipelines.bucket_cells", "--features", "nope.parquet", "--output", "o", "--debug", cwd=tmp_path)
     assert done.returncode == 1 and "Traceback" in done.stderr
+
+
+def test_a_misspelt_required_flag_is_named_not_reported_missing(capsys):
+    from pipelines import ingest_photos
+
+    # argparse checks required flags first: without the fix this said only "required: --photos".
+    status = run_command(ingest_photos.run, ["--photo", "x", "--output", "y"])
+    _one_line(capsys, status, 2, "unrecognized argument --photo; did you mean --photos?")
+    # A flag for Beam next to a truly missing one: the missing one is named.
+    status = run_command(ingest_photos.run, ["--output", "y", "--runner", "DirectRunner"])
+    _one_line(capsys, status, 2, "required: --photos")
+
+
+def test_every_command_main_goes_through_schemas_cli():
+    """Each ``python -m`` entry point maps errors to one line and an exit status (locate has its own statuses).
+
+    build_refine_index, trainer.train, draw_figure4, draw_predictions_map and demo used to call ``run()`` bare:
+    a missing artifact printed a traceback and argparse's usage block.
+    """
+    import ast
+
+    for path in [*ROOT.glob("pipelines/*.py"), *ROOT.glob("trainer/*.py"), *ROOT.glob("partition_gen/*.py")]:
+        tree = ast.parse(path.read_text())
+        for node in tree.body:
+            if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test):
+                body = ast.unparse(node)
+                if path.stem == "locate":
+                    assert "sys.exit(main())" in body
+                else:
+                    assert "from schemas.cli import main" in body, f"{path}: {body}"
+                    assert f"'{path.parent.name}.{path.stem}'" in body, f"{path}: {body}"
+
+
+def test_build_refine_index_and_train_name_the_missing_artifact(tmp_path, capsys):
+    from pipelines import build_refine_index
+    from trainer import train
+
+    nope = str(tmp_path / "nope")
+    status = run_command(build_refine_index.run, ["--examples", nope, "--model", nope, "--partitions", nope])
+    _one_line(capsys, status, 1, "nope", "_SUCCESS")
+    status = run_command(train.run, ["--examples", nope, "--sets", nope, "--job_dir", str(tmp_path / "job")])
+    _one_line(capsys, status, 1, "nope", "_SUCCESS")
+    status = run_command(train.run, ["--exmaples", nope, "--sets", nope, "--job_dir", str(tmp_path / "job")])
+    _one_line(capsys, status, 2, "--exmaples; did you mean --examples?")
+
+
+def test_locate_on_a_features_only_model_says_to_use_features(predict_artifacts, tmp_path):
+    import io
+
+    from pipelines import locate
+
+    photo = sorted((ROOT / "data" / "photos").glob("*.jpg"))[0]
+    out, err = io.StringIO(), io.StringIO()
+    code = locate.main([str(photo), "--model", str(predict_artifacts / "model"), "--partitions",
+                        str(predict_artifacts / "partitions"), "--allow_random_backbone"], out=out, err=err)
+    lines = err.getvalue().splitlines()
+    assert code == 2 and out.getvalue() == "" and len(lines) == 1, lines
+    assert "geolocator.keras" in lines[0] and "use --features FILE" in lines[0]
+
+
+def test_locate_with_nothing_to_locate_stops_before_loading_the_model(predict_artifacts, tmp_path, monkeypatch):
+    import io
+
+    from pipelines import locate
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded although there is nothing to locate")
+
+    monkeypatch.setattr(locate, "Locator", no_model)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("no photos here")
+    model = ["--model", str(predict_artifacts / "model"), "--partitions", str(predict_artifacts / "partitions")]
+    cases = [
+        ([str(tmp_path / "empty")], ["empty: the folder holds no image files"]),
+        ([str(tmp_path / "notes")], ["notes: the folder holds no image files", "skipped 1 file(s)"]),
+        ([str(tmp_path / "gone.jpg"), str(tmp_path / "*.heic")],
+         ["gone.jpg: no such file or folder", "*.heic: no file matches this pattern"]),
+        (["--features", str(tmp_path / "gone.parquet")], [f"--features {tmp_path / 'gone.parquet'}: no such file"]),
+        (["--features", str(tmp_path / "empty")], [f"--features {tmp_path / 'empty'}: table"]),
+    ]
+    for args, wanted in cases:
+        out, err = io.StringIO(), io.StringIO()
+        assert locate.main([*args, *model], out=out, err=err) == 2, err.getvalue()
+        lines = err.getvalue().splitlines()
+        assert out.getvalue() == "" and len(lines) == len(wanted), lines
+        for line, needle in zip(lines, wanted):
+            assert line.startswith("locate: error: ") and needle in line, (needle, lines)
+
+
+LOCATE_WITHOUT_TENSORFLOW = """
+import io, sys
+from pipelines import locate
+err = io.StringIO()
+code = locate.main(sys.argv[1:], out=io.StringIO(), err=err)
+print(code, "tensorflow" in sys.modules, err.getvalue().strip(), sep="|")
+"""
+
+
+def test_locate_names_the_flag_of_a_missing_or_wrong_artifact_before_tensorflow_loads(predict_artifacts, tmp_path):
+    photo = str(sorted((ROOT / "data" / "photos").glob("*.jpg"))[0])
+    from schemas.artifacts import write_marker
+
+    (tmp_path / "sets").mkdir()  # e.g. the geoclass sets given as partitions: complete, but no manifest.json
+    (tmp_path / "sets" / "sets.json").write_text("{}")
+    write_marker(str(tmp_path / "sets"))
+    model, parts = str(predict_artifacts / "model"), str(predict_artifacts / "partitions")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for args, needle in [
+        (["--model", model, "--partitions", str(tmp_path / "sets")], f"--partitions {tmp_path / 'sets'}: manifest.json"),
+        (["--model", str(tmp_path / "nope"), "--partitions", parts], f"model {tmp_path / 'nope'}: no manifest.json"),
+        (["--model", str(predict_artifacts / "other_model"), "--partitions", parts], "sets-OTHER"),
+    ]:
+        done = subprocess.run([sys.executable, "-c", LOCATE_WITHOUT_TENSORFLOW, photo, *args], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=300)
+        code, tensorflow_loaded, message = done.stdout.strip().split("|")
+        assert (code, tensorflow_loaded) == ("2", "False"), done.stdout + done.stderr
+        assert message.startswith("locate: error: ") and needle in message and "\n" not in message, message
+
+
+def test_locate_knows_the_geolocator_file_name_of_the_export():
+    from pipelines import locate
+    from trainer import export
+
+    assert locate.GEOLOCATOR_FILE == export.GEOLOCATOR_FILE
+
+
+def test_demo_refuses_an_unknown_flag_and_a_bare_missing_path_says_what_is_wrong(capsys):
+    from pipelines import demo
+
+    # Used to pass --n-train on to the Beam stages and run the whole 40,000-photo demo.
+    status = run_command(demo.run, ["--n-train", "5"])
+    _one_line(capsys, status, 2, "--n-train; did you mean --n_train?")
+
+    def missing(argv):
+        raise FileNotFoundError("nope.parquet")  # as schemas.io.list_parquet_files raises it
+
+    status = run_command(missing, [], prog="draw_figure4")
+    _one_line(capsys, status, 1, "draw_figure4: nope.parquet: no such file or directory")

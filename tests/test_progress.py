@@ -57,3 +57,19 @@ def test_standalone_job_log_is_quiet_shows_progress_and_one_summary_with_where_i
     assert any("bucket_cells: read 40 rows so far" in line for line in lines)
     assert any("bucket_cells: written" in line for line in lines)
     assert len(lines) <= 15, "\n".join(lines)
+
+
+def test_a_second_job_in_one_process_counts_its_rows_from_zero():
+    """run_all runs extract_features twice in one process; the test features said "written 36 rows so far"
+    after one row because the train features' 35 were still counted."""
+    import apache_beam as beam
+
+    from pipelines.common import CommitPolicy, local_pipeline, run_job
+
+    progress.reset()
+    progress.advance("job", "written", 35)  # the job before, in this process
+    pipeline = local_pipeline()
+    _ = pipeline | beam.Create([1, 2, 3]) | beam.Map(lambda _: progress.advance("job", "written", 1))
+    run_job(pipeline, "job", policy=CommitPolicy(allow_empty=True))  # no rows counted in: nothing to commit
+    assert progress.advance("job", "written", 0) == 3
+    progress.reset()

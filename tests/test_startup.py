@@ -127,3 +127,32 @@ def test_beam_type_hint_chatter_is_off_and_runner_links_stay():
     spam = logging.getLogger("apache_beam.typehints.native_type_compatibility")
     assert not spam.isEnabledFor(logging.INFO) and spam.isEnabledFor(logging.WARNING)
     assert logging.getLogger("apache_beam.runners.dataflow.dataflow_runner").isEnabledFor(logging.INFO)
+
+
+FAKE_JOB = '''
+import os
+import sys
+
+if os.environ.get("CPLANET_REAL_HELP"):
+    print("usage: the real help")
+    raise SystemExit(0)
+import apache_beam as beam
+from schemas.cli import run_command
+
+# As every command's __main__ does: errors become one line and a status. Under the stand-ins this fails
+# (a stand-in is no number); the old quick path then printed that error line and exited 1.
+sys.exit(run_command(lambda argv: int(beam.DEFAULT_BATCH), prog="fakejob"))
+'''
+
+
+def test_quick_help_that_fails_under_stand_ins_answers_with_the_real_module(tmp_path):
+    package = tmp_path / "fakepkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "job.py").write_text(FAKE_JOB)
+    script = ("import sys; from schemas import startup; "
+              "sys.orig_argv = [sys.executable, '-m', 'fakepkg.job', '--help']; "
+              "startup.answer_help_quickly('fakepkg'); print('not reached')")
+    done = subprocess.run([PYTHON, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**_env(), "PYTHONPATH": f"{ROOT}:{tmp_path}"})
+    assert (done.returncode, done.stdout, done.stderr) == (0, "usage: the real help\n", "")

@@ -117,7 +117,8 @@ def test_geolocator_equals_backbone_features_through_the_features_model(tmp_path
          rng.uniform(0, 255, size=(IMAGE_SIZE, IMAGE_SIZE, 3))]
     ).astype(np.float32)  # fmt: skip
     # The reference features come from an independently built backbone loading the same weights file.
-    features = build_backbone(weights).predict(images, verbose=0)
+    reference = build_backbone(weights)  # built once: its features and its checksum are the references below
+    features = reference.predict(images, verbose=0)
     assert np.abs(features - features.mean(axis=0)).max() > 0
 
     n_classes = {"set1": 5, "planet": 7}
@@ -138,7 +139,7 @@ def test_geolocator_equals_backbone_features_through_the_features_model(tmp_path
     assert manifest["backbone"]["backbone"] == "inception_v3"
     assert manifest["backbone"]["weights"] == os.path.basename(weights)
     assert manifest["backbone"]["feature_dim"] == FEATURE_DIM
-    assert manifest["backbone"]["weights_sha256"] == weights_checksum(build_backbone(weights))
+    assert manifest["backbone"]["weights_sha256"] == weights_checksum(reference)
     assert export.check_backbone(manifest, model_dir, allow_random=False) is None
 
     geolocator = export.load_geolocator(model_dir, sets)

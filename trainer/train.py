@@ -31,7 +31,6 @@ On a GPU machine or Vertex AI, run the same module; ``--examples``, ``--sets`` a
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -42,6 +41,7 @@ from collections.abc import Mapping, Sequence
 import keras
 import tensorflow as tf
 
+from schemas.cli import Parser
 from trainer import hparams as hp
 from trainer import inputs
 from trainer.job_dir import (
@@ -350,7 +350,7 @@ def _load_best(job_dir: str, state: Mapping | None) -> keras.Model | None:
 
 
 def run(argv: Sequence[str] | None = None) -> TrainResult:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="trainer.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--examples", required=True, help="training-examples artifact dir (make_examples)")
     parser.add_argument("--sets", required=True, help="geoclass-sets artifact dir (or its sets.json)")
     parser.add_argument("--job_dir", required=True, help="checkpoints, logs, history; reuse it to resume")
@@ -363,9 +363,7 @@ def run(argv: Sequence[str] | None = None) -> TrainResult:
     add_backbone_flags(parser)
     parser.add_argument("--no_geolocator", action="store_true", help="export the features model only")
     hp.add_flags(parser)
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:
-        parser.error(f"unknown arguments: {' '.join(unknown)}")
+    args = parser.parse_args(argv)  # an unknown flag: one line naming the nearest valid one, status 2
     params = hp.from_args(args)
     if args.export_dir and not args.no_geolocator:
         # Found out now rather than after the last epoch.
@@ -400,5 +398,6 @@ def run(argv: Sequence[str] | None = None) -> TrainResult:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run()
+    from schemas.cli import main
+
+    main("trainer.train")
