@@ -171,14 +171,16 @@ def decoded_batches(
 
 def features_problem(path: str) -> str | None:
     """Why ``--features PATH`` names no Parquet file at all (one line), or None."""
-    from schemas.io import list_parquet_files
+    from schemas.io import list_table_files
 
     try:
-        if not list_parquet_files(path):
-            return "no Parquet files"
+        list_table_files(path)  # raises, naming the path, when there is no Parquet file to read
     except FileNotFoundError as error:  # also an artifact folder without its _SUCCESS marker
-        text = str(error).splitlines()[0] if str(error) else ""
-        return "no such file, folder or match" if text in ("", path) else text
+        from schemas.io import path_exists
+
+        if not any(ch in path for ch in "*?[") and not path_exists(path):
+            return "no such file, folder or match"
+        return str(error).splitlines()[0] if str(error) else "no such file, folder or match"
     except Exception as error:  # noqa: BLE001 - an incomplete artifact, an unreadable folder: say which
         return str(error).splitlines()[0] if str(error) else type(error).__name__
     return None

@@ -279,7 +279,7 @@ def test_demo_refuses_an_unknown_flag_and_a_bare_missing_path_says_what_is_wrong
     _one_line(capsys, status, 2, "--n-train; did you mean --n_train?")
 
     def missing(argv):
-        raise FileNotFoundError("nope.parquet")  # as schemas.io.list_parquet_files raises it
+        raise FileNotFoundError("nope.parquet")  # as schemas.io.list_table_files raises it
 
     status = run_command(missing, [], prog="draw_figure4")
     _one_line(capsys, status, 1, "draw_figure4: nope.parquet: no such file or directory")
