@@ -34,21 +34,30 @@ On Dataflow, add the usual options; each worker needs memory for one graph plus 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import tempfile
 import threading
+import weakref
 from collections.abc import Sequence
+from dataclasses import replace
 
 import apache_beam as beam
+import numpy as np
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.utils.shared import Shared
 
 from partition_gen.geoclass_sets import empty_sets_from_cells, generate_set, write_artifact_files
-from partition_gen.graph import InitialGraph, graph_from_cells_table, with_streamed_feature_means
+from partition_gen.graph import (
+    InitialGraph,
+    graph_from_cells_table,
+    with_feature_dims,
+    with_streamed_feature_means,
+)
 from partition_gen.params import MERGE, GeoclassSetSpec, check_unique_names, default_specs
 from pipelines.common import (
     ROWS_IN,
@@ -70,17 +79,51 @@ NODE_COLUMNS = [c.CELL_ID, c.LEVEL, c.N_IMAGES, c.X_SUM, c.Y_SUM, c.Z_SUM]
 
 
 class _GraphHolder:
-    """A weak-referenceable box, as ``Shared`` requires, with the lock its users take one set at a time.
+    """The worker's graph (weak-referenceable, as ``Shared`` requires), and how each set is built on it.
 
-    Merges on all feature dimensions run in place on the shared graph's features and then refill them from
-    the cells (a streamed Parquet read), instead of working on an N x D copy: that copy (1.4 GB at 2.8M
-    nodes x 128-d) put a worker above 3.5 GB. Sets of one process therefore run one after another; workers
-    (processes) still run in parallel, each with its own graph.
+    Memory: a merge needs its own N x D feature sums, which it changes as nodes merge. Instead of copying
+    the graph's features for every set (1.4 GB at 2.8M nodes x 128-d, which put a worker above 3.5 GB),
+    the holder writes them once to a raw file on the worker's local disk (N x D x 4 bytes), lets a
+    full-dimension merge work on the graph's own array and a sampled set's merge on its gathered columns
+    (the full array dropped meanwhile), and reads the file back afterwards. Sets of one process therefore
+    run one after another (the lock); workers (processes) still run in parallel, each with its own graph.
+    The classes are those of ``generate_set`` on a fresh graph (tests/test_geoclass_job_memory.py).
     """
 
     def __init__(self, graph: InitialGraph):
         self.graph = graph
         self.lock = threading.Lock()
+        self._spill: str | None = None
+
+    def build(self, spec: GeoclassSetSpec) -> np.ndarray:
+        if not (spec.kind == MERGE and spec.beta[0] > 0):
+            return generate_set(self.graph, spec)
+        features = self.graph.features
+        if self._spill is None:
+            handle, self._spill = tempfile.mkstemp(prefix="geoclass-features-", suffix=".raw")
+            os.close(handle)
+            weakref.finalize(self, _remove_quietly, self._spill)
+            features.tofile(self._spill)
+        if spec.feature_dims is None:
+            labels = generate_set(self.graph, spec, in_place=True)
+        else:
+            subset = with_feature_dims(self.graph, spec.feature_dims)
+            shape, dtype = features.shape, features.dtype
+            self.graph = replace(self.graph, features=None)
+            del features
+            LOG.info("%s: merging on %d of %d feature dimensions", spec.name, subset.embedding_dim, shape[1])
+            labels = generate_set(subset, replace(spec, feature_dims=None), in_place=True)
+            del subset
+            features = np.empty(shape, dtype=dtype)
+        with open(self._spill, "rb") as handle:
+            handle.readinto(memoryview(features).cast("B"))
+        self.graph = replace(self.graph, features=features)
+        return labels
+
+
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.remove(path)
 
 
 def load_graph(cells_path: str, with_features: bool) -> InitialGraph:
@@ -119,14 +162,8 @@ class _BuildSetFn(beam.DoFn):
     def process(self, spec_json: dict):
         self._sets_in.inc()
         spec = GeoclassSetSpec.from_json(spec_json)
-        holder = self._holder
-        in_place = spec.kind == MERGE and spec.beta[0] > 0 and spec.feature_dims is None
-        with holder.lock:
-            labels = generate_set(holder.graph, spec, in_place=in_place)
-            if in_place:
-                with_streamed_feature_means(
-                    holder.graph, _feature_batches(self._cells_path), out=holder.graph.features
-                )
+        with self._holder.lock:
+            labels = self._holder.build(spec)
         yield spec.name, labels
 
 
