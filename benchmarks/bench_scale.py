@@ -174,7 +174,7 @@ def summary(runs: list[dict], growth_: dict, geoclass_job: dict | None) -> str:
     large = runs[-1]
     sizes = ", ".join(f"{r['photos']:,}" for r in runs)
     lines = [
-        f"run_all on {sizes} simulated training photos (128-d, {large.get('epochs')} training epoch(s) per run: a stated reduced config), one offline worker on this machine "
+        f"run_all on {sizes} simulated training photos (128-d, {large.get('epochs')} training epoch(s) per run), one offline worker on this machine "
         f"(load average {large['load_average_before_after']}); per-stage cost per 1,000 photos from the "
         "smallest to the largest run:"
     ]
@@ -207,6 +207,35 @@ def summary(runs: list[dict], growth_: dict, geoclass_job: dict | None) -> str:
     return "\n".join(lines)
 
 
+def run_key(run: dict) -> str:
+    return f"{run['photos']}_photos_{run.get('epochs')}_epochs"
+
+
+def merged_figures(new_runs: list[dict], replace_recorded: bool = False) -> dict:
+    """The ``scale`` record with ``new_runs`` merged into the recorded runs (one per size and epochs), and
+    the growth and summary of the largest group of runs sharing one config (ties: the latest run's)."""
+    from benchmarks.results import RESULTS_PATH
+
+    previous = json.loads(RESULTS_PATH.read_text()) if RESULTS_PATH.exists() else {}
+    recorded = {} if replace_recorded else {run_key(r): r for r in previous.get("scale", {}).get("runs", {}).values()}
+    recorded.update({run_key(r): r for r in new_runs})
+    groups: dict = {}
+    for r in recorded.values():
+        groups.setdefault(r.get("epochs"), []).append(r)
+    latest = new_runs[-1].get("epochs")
+    epochs = max(groups, key=lambda e: (len(groups[e]), e == latest))
+    runs = sorted(groups[epochs], key=lambda r: r["photos"])
+    figures = {
+        "sizes": [r["photos"] for r in runs],
+        "epochs": epochs,
+        "runs": {k: recorded[k] for k in sorted(recorded, key=lambda k: (recorded[k]["photos"], k))},
+    }
+    if len(runs) > 1:
+        figures["growth"] = growth(runs)
+        figures["summary"] = summary(runs, figures["growth"], previous.get("geoclass_sets_job"))
+    return figures
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description="run_all stage costs as the training set grows")
     parser.add_argument("--sizes", default="10000,50000",
@@ -217,27 +246,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no_record", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from benchmarks.results import RESULTS_PATH
-
-    previous = json.loads(RESULTS_PATH.read_text()) if RESULTS_PATH.exists() else {}
-    recorded = {} if args.replace else dict(previous.get("scale", {}).get("runs", {}))
+    runs = []
     for n in (int(x) for x in args.sizes.split(",")):
         with tempfile.TemporaryDirectory(prefix=f"bench-scale-{n}-") as tmp:
             LOG.info("run_all on %d simulated photos ...", n)
-            run = run_size(n, Path(tmp), args.epochs)
-            recorded[str(n)] = run
-            LOG.info("%d photos: %s", n, json.dumps(run))
-    # The curve: every recorded run with this invocation's epochs (older runs with other configs stay
-    # recorded beside it, but are not mixed into the growth figures).
-    same = sorted((r for r in recorded.values() if r.get("epochs") == args.epochs), key=lambda r: r["photos"])
-    runs = same
-    figures = {"sizes": [r["photos"] for r in runs], "epochs": args.epochs,
-               "runs": {str(r["photos"]): r for r in sorted(recorded.values(), key=lambda r: r["photos"])}}
-    if len(runs) > 1:
-        figures["growth"] = growth(runs)
-        figures["summary"] = summary(runs, figures["growth"], previous.get("geoclass_sets_job"))
-    if not args.no_record:
-        record("scale", figures)
+            runs.append(run_size(n, Path(tmp), args.epochs))
+            LOG.info("%d photos: %s", n, json.dumps(runs[-1]))
+        # Recorded after every size: a long curve (1M photos) keeps the points it has if stopped later.
+        figures = merged_figures(runs, replace_recorded=args.replace)
+        if not args.no_record:
+            record("scale", figures)
     print(json.dumps(figures, indent=1), flush=True)
     return figures
 
