@@ -1,6 +1,7 @@
 """Benchmark ``scale``: how ``pipelines.run_all``'s stages grow with the number of training photos.
 
-    python -m benchmarks.bench_scale                          # 10k and 50k photos, 1 epoch (make bench)
+    python -m benchmarks.bench_scale                          # 10k and 30k photos, 1 epoch (make bench)
+    python -m benchmarks.bench_scale --sizes 50000            # the issue's first point
     python -m benchmarks.bench_scale --sizes 200000           # more points of the curve, merged into the
     python -m benchmarks.bench_scale --sizes 1000000          # same results key (each run keeps its command)
 
@@ -238,8 +239,8 @@ def merged_figures(new_runs: list[dict], replace_recorded: bool = False) -> dict
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description="run_all stage costs as the training set grows")
-    parser.add_argument("--sizes", default="10000,50000",
-                        help="comma-separated training-photo counts (default 10000,50000: what fits make bench's "
+    parser.add_argument("--sizes", default="10000,30000",
+                        help="comma-separated training-photo counts (default 10000,30000: what fits make bench's "
                              "4 minutes for this benchmark on 2 cores); runs merge into the recorded ones by size")
     parser.add_argument("--epochs", type=int, default=1, help="training passes per run (default 1)")
     parser.add_argument("--replace", action="store_true", help="drop the recorded runs instead of merging")
