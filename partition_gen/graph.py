@@ -464,19 +464,6 @@ def graph_from_cells_table(
     )
 
 
-def with_feature_dims(graph: InitialGraph, dims, rows_per_block: int = 65_536) -> InitialGraph:
-    """The graph with only the feature columns ``dims`` (C order, gathered a block of rows at a time).
-
-    ``features[:, dims]`` whole would make a Fortran-ordered copy and then need a C-ordered one (merges
-    gather rows): two N x |dims| arrays at once. Block-wise there is one, plus a block.
-    """
-    dims = np.asarray(dims, dtype=np.int64)
-    out = np.empty((graph.n_nodes, dims.size), dtype=graph.features.dtype)
-    for lo in range(0, graph.n_nodes, rows_per_block):
-        out[lo : lo + rows_per_block] = graph.features[lo : lo + rows_per_block][:, dims]
-    return replace(graph, features=out)
-
-
 def with_streamed_feature_means(
     graph: InitialGraph,
     batches: Iterable[pa.RecordBatch | pa.Table],

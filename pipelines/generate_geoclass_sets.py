@@ -55,7 +55,6 @@ from partition_gen.geoclass_sets import empty_sets_from_cells, generate_set, wri
 from partition_gen.graph import (
     InitialGraph,
     graph_from_cells_table,
-    with_feature_dims,
     with_streamed_feature_means,
 )
 from partition_gen.params import MERGE, GeoclassSetSpec, check_unique_names, default_specs
@@ -107,10 +106,12 @@ class _GraphHolder:
         if spec.feature_dims is None:
             labels = generate_set(self.graph, spec, in_place=True)
         else:
-            subset = with_feature_dims(self.graph, spec.feature_dims)
             shape, dtype = features.shape, features.dtype
             self.graph = replace(self.graph, features=None)
-            del features
+            del features  # before the columns are read: the two never share memory
+            columns = _read_columns(self._spill, shape, dtype, np.asarray(spec.feature_dims, dtype=np.int64))
+            subset = replace(self.graph, features=columns)
+            del columns
             LOG.info("%s: merging on %d of %d feature dimensions", spec.name, subset.embedding_dim, shape[1])
             labels = generate_set(subset, replace(spec, feature_dims=None), in_place=True)
             del subset
@@ -119,6 +120,17 @@ class _GraphHolder:
             handle.readinto(memoryview(features).cast("B"))
         self.graph = replace(self.graph, features=features)
         return labels
+
+
+def _read_columns(path: str, shape: tuple, dtype, dims: np.ndarray, rows_per_block: int = 65_536) -> np.ndarray:
+    """Columns ``dims`` of the raw C-order (N, D) array in ``path``, in C order, a block of rows at a time."""
+    out = np.empty((shape[0], dims.size), dtype=dtype)
+    with open(path, "rb") as handle:
+        for lo in range(0, shape[0], rows_per_block):
+            rows = min(rows_per_block, shape[0] - lo)
+            block = np.fromfile(handle, dtype=dtype, count=rows * shape[1]).reshape(rows, shape[1])
+            out[lo : lo + rows] = block[:, dims]
+    return out
 
 
 def _remove_quietly(path: str) -> None:
