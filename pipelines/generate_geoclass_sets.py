@@ -34,13 +34,11 @@ On Dataflow, add the usual options; each worker needs memory for one graph plus 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
 import tempfile
 import threading
-import weakref
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -92,17 +90,17 @@ class _GraphHolder:
     def __init__(self, graph: InitialGraph):
         self.graph = graph
         self.lock = threading.Lock()
-        self._spill: str | None = None
+        self._spill = None
 
     def build(self, spec: GeoclassSetSpec) -> np.ndarray:
         if not (spec.kind == MERGE and spec.beta[0] > 0):
             return generate_set(self.graph, spec)
         features = self.graph.features
         if self._spill is None:
-            handle, self._spill = tempfile.mkstemp(prefix="geoclass-features-", suffix=".raw")
-            os.close(handle)
-            weakref.finalize(self, _remove_quietly, self._spill)
+            # An unnamed file: gone when the process ends, however it ends.
+            self._spill = tempfile.TemporaryFile(prefix="geoclass-features-")
             features.tofile(self._spill)
+            self._spill.flush()
         if spec.feature_dims is None:
             labels = generate_set(self.graph, spec, in_place=True)
         else:
@@ -116,26 +114,22 @@ class _GraphHolder:
             labels = generate_set(subset, replace(spec, feature_dims=None), in_place=True)
             del subset
             features = np.empty(shape, dtype=dtype)
-        with open(self._spill, "rb") as handle:
-            handle.readinto(memoryview(features).cast("B"))
+        self._spill.seek(0)
+        if self._spill.readinto(memoryview(features).cast("B")) != features.nbytes:
+            raise OSError("the spilled graph features could not be read back in full")
         self.graph = replace(self.graph, features=features)
         return labels
 
 
-def _read_columns(path: str, shape: tuple, dtype, dims: np.ndarray, rows_per_block: int = 65_536) -> np.ndarray:
-    """Columns ``dims`` of the raw C-order (N, D) array in ``path``, in C order, a block of rows at a time."""
+def _read_columns(handle, shape: tuple, dtype, dims: np.ndarray, rows_per_block: int = 65_536) -> np.ndarray:
+    """Columns ``dims`` of the raw C-order (N, D) array in file ``handle``, in C order, a block of rows at a time."""
     out = np.empty((shape[0], dims.size), dtype=dtype)
-    with open(path, "rb") as handle:
-        for lo in range(0, shape[0], rows_per_block):
-            rows = min(rows_per_block, shape[0] - lo)
-            block = np.fromfile(handle, dtype=dtype, count=rows * shape[1]).reshape(rows, shape[1])
-            out[lo : lo + rows] = block[:, dims]
+    handle.seek(0)
+    for lo in range(0, shape[0], rows_per_block):
+        rows = min(rows_per_block, shape[0] - lo)
+        block = np.fromfile(handle, dtype=dtype, count=rows * shape[1]).reshape(rows, shape[1])
+        out[lo : lo + rows] = block[:, dims]
     return out
-
-
-def _remove_quietly(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.remove(path)
 
 
 def load_graph(cells_path: str, with_features: bool) -> InitialGraph:
