@@ -24,7 +24,8 @@ or with an explicit list (JSON: ``[{"name": "set1", "kind": "merge", "n_classes"
     python -m pipelines.generate_geoclass_sets --cells out/cells --output out/sets --specs specs.json
 
 On Dataflow, add the usual options; each worker needs memory for one graph plus one set's working copy
-(measured: 3.5 GB peak for 2.8M nodes with 128-d features; use highmem machines for 2048-d)::
+(measured: 3.0 GB peak for 2.8M nodes with 128-d features, plus N x D x 4 bytes of local disk for the
+spilled features; use highmem machines for 2048-d)::
 
     python -m pipelines.generate_geoclass_sets --cells gs://B/cells --output gs://B/geoclass_sets \\
         --n_classes 9969 --n_sampled 3 --runner DataflowRunner --project P --region R \\
