@@ -465,10 +465,7 @@ def graph_from_cells_table(
 
 
 def with_streamed_feature_means(
-    graph: InitialGraph,
-    batches: Iterable[pa.RecordBatch | pa.Table],
-    feature_dtype=np.float32,
-    out: np.ndarray | None = None,
+    graph: InitialGraph, batches: Iterable[pa.RecordBatch | pa.Table], feature_dtype=np.float32
 ) -> InitialGraph:
     """The graph with per-node mean features from cells-table batches (``cell_id``, ``n_images``,
     ``feature_sum``) in any order, one batch at a time.
@@ -476,10 +473,8 @@ def with_streamed_feature_means(
     Lets a reader build the hull from the small node columns first and stream the N×D float64 sums
     afterwards, so the whole sums column (2.9 GB for 2.8M nodes × 128) is never in memory next to Qhull.
     The means are those of ``graph_from_cells_table``: float64 sum / n_images, rounded to ``feature_dtype``.
-    ``out`` (N x D of ``feature_dtype``) is filled instead of a new array: it restores the features of a
-    graph whose merge ran in place, without a second N x D array.
     """
-    features = out
+    features = None
     seen = np.zeros(graph.n_nodes, dtype=bool)
     for batch in batches:
         if batch.num_rows == 0:
