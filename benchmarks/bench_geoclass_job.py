@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
             sampler.join()
         wall = time.perf_counter() - started
         text = log_path.read_text()
+        timeline = [(round(t - sampler.samples[0][0], 1), round(r / 2**30, 2)) for t, r in sampler.samples[::25]]
         code = os.waitstatus_to_exitcode(status)
         if code:
             raise RuntimeError(f"generate_geoclass_sets exited {code}:\n{text[-3000:]}")
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
         "worker_processes": len(sampler.peak_by_pid),
         "peak_rss_per_process_gb": sorted(round(v / 2**30, 2) for v in sampler.peak_by_pid.values()),
         "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2),
+        "rss_gb_every_5s": timeline,
         "graph_builds": builds,
         "graph_built_once_per_worker": 1 <= builds <= len(sampler.peak_by_pid),
         "set_seconds": [line.split(": ", 2)[-1] for line in text.splitlines() if " classes in " in line][:12],

@@ -1,12 +1,16 @@
 """Benchmark ``scale``: how ``pipelines.run_all``'s stages grow with the number of training photos.
 
-    python -m benchmarks.bench_scale                          # 20k and 50k photos (make bench)
-    python -m benchmarks.bench_scale --sizes 50000,200000,1000000   # the full curve (about 30+ minutes)
+    python -m benchmarks.bench_scale                          # 10k and 30k photos, 1 epoch (make bench)
+    python -m benchmarks.bench_scale --sizes 50000            # the issue's first point
+    python -m benchmarks.bench_scale --sizes 200000           # more points of the curve, merged into the
+    python -m benchmarks.bench_scale --sizes 1000000          # same results key (each run keeps its command)
 
 For each size: ``sampledata.make_sample`` writes simulated training photos (128-d features at
 MP-16 locations) and the Im2GPS3k test photos, then ``python -m pipelines.run_all`` runs as a child process
-on the default offline runner with the scaled defaults (classes = photos / 50 up to 10,000, epochs for
-~400k example visits). Measured per stage: wall seconds (the chain's own ``stage_seconds.json``), peak RSS
+on the default offline runner with the scaled defaults (classes = photos / 50 up to 10,000) except a
+stated reduced config: ``--epochs`` (default 1) training passes, since the curve is about cost per photo
+(an epoch's cost per photo does not depend on how many epochs run) and make bench has 4 minutes for it.
+Runs of a later invocation are merged into the recorded ones by size, each with its command and config. Measured per stage: wall seconds (the chain's own ``stage_seconds.json``), peak RSS
 of the whole process tree while the stage ran (sampled every 0.2 s with psutil), and seconds per 1,000
 photos; with CPU seconds of the whole run and the load average, since the machine may be shared.
 
@@ -87,7 +91,7 @@ def stage_windows(log_text: str) -> dict[str, tuple[float, float]]:
     return windows
 
 
-def run_size(n_train: int, root: Path) -> dict:
+def run_size(n_train: int, root: Path, epochs: int) -> dict:
     import sampledata as sample_data
 
     started = time.perf_counter()
@@ -96,12 +100,15 @@ def run_size(n_train: int, root: Path) -> dict:
     workdir = root / "run"
     log_path = root / "run_all.log"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    overrides = {"epochs": epochs}
+    config_path = root / "config.json"
+    config_path.write_text(json.dumps(overrides))
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     with open(log_path, "w") as log:
         child = subprocess.Popen(
             [sys.executable, "-m", "pipelines.run_all", "--train", paths["train"], "--test",
-             paths["test_im2gps3k"], "--workdir", str(workdir)],
+             paths["test_im2gps3k"], "--workdir", str(workdir), "--config", str(config_path)],
             stdout=log, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
         sampler = TreeSampler(child.pid)
@@ -130,6 +137,8 @@ def run_size(n_train: int, root: Path) -> dict:
     config = json.loads((workdir / "run_config.json").read_text())
     return {
         "photos": n_train,
+        "command": f"python -m benchmarks.bench_scale --sizes {n_train} --epochs {epochs}",
+        "config_overrides": overrides,
         "sample_data_s": round(sample_s, 1),
         "run_all_s": round(total_s, 1),
         "run_all_cpu_s": round(cpu_s, 1),
@@ -166,7 +175,7 @@ def summary(runs: list[dict], growth_: dict, geoclass_job: dict | None) -> str:
     large = runs[-1]
     sizes = ", ".join(f"{r['photos']:,}" for r in runs)
     lines = [
-        f"run_all on {sizes} simulated training photos (128-d), one offline worker on this machine "
+        f"run_all on {sizes} simulated training photos (128-d, {large.get('epochs')} training epoch(s) per run), one offline worker on this machine "
         f"(load average {large['load_average_before_after']}); per-stage cost per 1,000 photos from the "
         "smallest to the largest run:"
     ]
@@ -199,9 +208,42 @@ def summary(runs: list[dict], growth_: dict, geoclass_job: dict | None) -> str:
     return "\n".join(lines)
 
 
+def run_key(run: dict) -> str:
+    return f"{run['photos']}_photos_{run.get('epochs')}_epochs"
+
+
+def merged_figures(new_runs: list[dict], replace_recorded: bool = False) -> dict:
+    """The ``scale`` record with ``new_runs`` merged into the recorded runs (one per size and epochs), and
+    the growth and summary of the largest group of runs sharing one config (ties: the latest run's)."""
+    from benchmarks.results import RESULTS_PATH
+
+    previous = json.loads(RESULTS_PATH.read_text()) if RESULTS_PATH.exists() else {}
+    recorded = {} if replace_recorded else {run_key(r): r for r in previous.get("scale", {}).get("runs", {}).values()}
+    recorded.update({run_key(r): r for r in new_runs})
+    groups: dict = {}
+    for r in recorded.values():
+        groups.setdefault(r.get("epochs"), []).append(r)
+    latest = new_runs[-1].get("epochs")
+    epochs = max(groups, key=lambda e: (len(groups[e]), e == latest))
+    runs = sorted(groups[epochs], key=lambda r: r["photos"])
+    figures = {
+        "sizes": [r["photos"] for r in runs],
+        "epochs": epochs,
+        "runs": {k: recorded[k] for k in sorted(recorded, key=lambda k: (recorded[k]["photos"], k))},
+    }
+    if len(runs) > 1:
+        figures["growth"] = growth(runs)
+        figures["summary"] = summary(runs, figures["growth"], previous.get("geoclass_sets_job"))
+    return figures
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description="run_all stage costs as the training set grows")
-    parser.add_argument("--sizes", default="20000,50000", help="comma-separated training-photo counts (default 20000,50000: what fits in make bench's 30 minutes on 2 cores)")
+    parser.add_argument("--sizes", default="10000,30000",
+                        help="comma-separated training-photo counts (default 10000,30000: what fits make bench's "
+                             "4 minutes for this benchmark on 2 cores); runs merge into the recorded ones by size")
+    parser.add_argument("--epochs", type=int, default=1, help="training passes per run (default 1)")
+    parser.add_argument("--replace", action="store_true", help="drop the recorded runs instead of merging")
     parser.add_argument("--no_record", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -209,17 +251,12 @@ def main(argv: list[str] | None = None) -> dict:
     for n in (int(x) for x in args.sizes.split(",")):
         with tempfile.TemporaryDirectory(prefix=f"bench-scale-{n}-") as tmp:
             LOG.info("run_all on %d simulated photos ...", n)
-            runs.append(run_size(n, Path(tmp)))
+            runs.append(run_size(n, Path(tmp), args.epochs))
             LOG.info("%d photos: %s", n, json.dumps(runs[-1]))
-    figures = {"sizes": [r["photos"] for r in runs], "runs": {str(r["photos"]): r for r in runs}}
-    if len(runs) > 1:
-        figures["growth"] = growth(runs)
-        from benchmarks.results import RESULTS_PATH
-
-        previous = json.loads(RESULTS_PATH.read_text()) if RESULTS_PATH.exists() else {}
-        figures["summary"] = summary(runs, figures["growth"], previous.get("geoclass_sets_job"))
-    if not args.no_record:
-        record("scale", figures)
+        # Recorded after every size: a long curve (1M photos) keeps the points it has if stopped later.
+        figures = merged_figures(runs, replace_recorded=args.replace)
+        if not args.no_record:
+            record("scale", figures)
     print(json.dumps(figures, indent=1), flush=True)
     return figures
 

@@ -15,12 +15,13 @@ Method, after a warm-up fit (graph tracing); every run covers the same number of
 3. *cached*: ``model.fit`` over the very same batches already materialised in memory: compute alone.
 4. *input only*: iterating the pipeline without training, one whole pass including start-up: how fast
    input is produced (read, GZIP, parse) on this machine.
-Runs 1-3 are repeated twice and the faster of each counts (other jobs share this machine's cores). Steady
+Runs 1-3 are repeated ``--repeats`` times (default 1, to fit make bench's 1.5 minutes: a step is ~3 s on 2
+cores) and the faster of each counts (other jobs share this machine's cores). Steady
 state excludes the first step, which also carries the pipeline start-up (filling the shuffle buffer, once
 per epoch in a real run); the start-up is reported on its own and the wait share is given with and without it.
 The shuffle buffer is a quarter of the rows, so reading runs alongside the timed steps as in a long epoch.
 
-    python -m benchmarks.bench_training [--steps 10] [--batch_size 256] [--heads 5] [--classes 10000]
+    python -m benchmarks.bench_training [--steps 6] [--repeats 1] [--batch_size 256] [--heads 5] [--classes 10000]
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def _timed_manual_loop(model, dataset) -> dict:
 
 
 def measure(
-    steps: int, batch_size: int, n_heads: int, n_classes: int, dim: int = 2048, seed: int = 0
+    steps: int, batch_size: int, n_heads: int, n_classes: int, dim: int = 2048, seed: int = 0, repeats: int = 1
 ) -> dict:
     import tensorflow as tf
 
@@ -147,7 +148,7 @@ def measure(
             pass
 
         runs: dict[str, list[dict]] = {"fit": [], "wait": [], "cached": []}
-        for repeat in range(2):
+        for repeat in range(repeats):
             runs["fit"].append(_timed_fit(model, pipeline(2 + 3 * repeat), steps))
             runs["wait"].append(_timed_manual_loop(model, pipeline(3 + 3 * repeat)))
             runs["cached"].append(_timed_fit(model, cached.prefetch(tf.data.AUTOTUNE), steps))
@@ -175,7 +176,7 @@ def measure(
     return {
         "method": (
             "examples/s: model.fit over the GZIP TFRecord tf.data pipeline, steady state (first step excluded), "
-            "best of 2 after a warm-up; input wait share: time blocked in next(iterator) / step time in a "
+            f"best of {repeats} after a warm-up; input wait share: time blocked in next(iterator) / step time in a "
             "next()+train_on_batch loop over the same pipeline; cached: fit over the same batches held in "
             "memory; input only: iterating the pipeline without training"
         ),
@@ -185,6 +186,7 @@ def measure(
         "parameters": n_params,
         "batch_size": batch_size,
         "steps_per_run": steps,
+        "repeats": repeats,
         "examples_per_s": batch_size / fit["step"],
         "seconds_per_step": fit["step"],
         "examples_per_s_cached_input": batch_size / cached_run["step"],
@@ -203,7 +205,8 @@ def main(argv: list[str] | None = None) -> dict:
     from benchmarks.results import record
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=6, help="steps per timed run (the first is not counted)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed rounds; the fastest counts")
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--heads", type=int, default=5)
     parser.add_argument("--classes", type=int, default=10_000)
@@ -213,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # The trainer's default (HParams.deterministic), so the figure is what a default run gets.
     enable_op_determinism(True)
-    figures = measure(args.steps, args.batch_size, args.heads, args.classes)
+    figures = measure(args.steps, args.batch_size, args.heads, args.classes, repeats=args.repeats)
     record("training", figures)
     print(__doc__.split("\n\n")[2])
     print(

@@ -199,8 +199,14 @@ def empty_sets_for(graph: InitialGraph) -> GeoclassSets:
     )
 
 
-def generate_set(graph: InitialGraph, spec: GeoclassSetSpec, *, progress: bool = False) -> np.ndarray:
-    """Class ids (int32, dense) per graph node for one spec."""
+def generate_set(
+    graph: InitialGraph, spec: GeoclassSetSpec, *, progress: bool = False, in_place: bool = False
+) -> np.ndarray:
+    """Class ids (int32, dense) per graph node for one spec.
+
+    ``in_place``: a merge works on the graph's own features (no N x D copy) and leaves them unusable; the
+    caller restores them (``graph.with_streamed_feature_means(..., out=graph.features)``) or drops the graph.
+    """
     spec.check_against(graph.n_nodes, graph.embedding_dim)
     started = time.perf_counter()
     if spec.kind == PLANET:
@@ -210,7 +216,8 @@ def generate_set(graph: InitialGraph, spec: GeoclassSetSpec, *, progress: bool =
         log.info("%s: %d PlaNet cells kept", spec.name, partition.n_cells)
     elif spec.kind == MERGE:
         labels = merge_nodes(
-            graph, spec.n_classes, spec.alpha, spec.beta, spec.feature_dims, progress=progress, name=spec.name
+            graph, spec.n_classes, spec.alpha, spec.beta, spec.feature_dims, progress=progress, name=spec.name,
+            in_place=in_place,
         ).labels
     else:  # GeoclassSetSpec refuses other kinds; kept for a clear message if that ever changes
         raise ValueError(f"unknown geoclass set kind {spec.kind!r}")

@@ -24,7 +24,8 @@ or with an explicit list (JSON: ``[{"name": "set1", "kind": "merge", "n_classes"
     python -m pipelines.generate_geoclass_sets --cells out/cells --output out/sets --specs specs.json
 
 On Dataflow, add the usual options; each worker needs memory for one graph plus one set's working copy
-(about 4 GB for 2.8M nodes with 128-d features; use highmem machines for 2048-d)::
+(measured: 3.0 GB peak for 2.8M nodes with 128-d features, plus N x D x 4 bytes of local disk for the
+spilled features; use highmem machines for 2048-d)::
 
     python -m pipelines.generate_geoclass_sets --cells gs://B/cells --output gs://B/geoclass_sets \\
         --n_classes 9969 --n_sampled 3 --runner DataflowRunner --project P --region R \\
@@ -38,16 +39,23 @@ import json
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Sequence
+from dataclasses import replace
 
 import apache_beam as beam
+import numpy as np
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.utils.shared import Shared
 
 from partition_gen.geoclass_sets import empty_sets_from_cells, generate_set, write_artifact_files
-from partition_gen.graph import InitialGraph, graph_from_cells_table, with_streamed_feature_means
+from partition_gen.graph import (
+    InitialGraph,
+    graph_from_cells_table,
+    with_streamed_feature_means,
+)
 from partition_gen.params import MERGE, GeoclassSetSpec, check_unique_names, default_specs
 from pipelines.common import (
     ROWS_IN,
@@ -69,10 +77,60 @@ NODE_COLUMNS = [c.CELL_ID, c.LEVEL, c.N_IMAGES, c.X_SUM, c.Y_SUM, c.Z_SUM]
 
 
 class _GraphHolder:
-    """A weak-referenceable box, as ``Shared`` requires."""
+    """The worker's graph (weak-referenceable, as ``Shared`` requires), and how each set is built on it.
+
+    Memory: a merge needs its own N x D feature sums, which it changes as nodes merge. Instead of copying
+    the graph's features for every set (1.4 GB at 2.8M nodes x 128-d, which put a worker above 3.5 GB),
+    the holder writes them once to a raw file on the worker's local disk (N x D x 4 bytes), lets a
+    full-dimension merge work on the graph's own array and a sampled set's merge on its gathered columns
+    (the full array dropped meanwhile), and reads the file back afterwards. Sets of one process therefore
+    run one after another (the lock); workers (processes) still run in parallel, each with its own graph.
+    The classes are those of ``generate_set`` on a fresh graph (tests/test_geoclass_job_memory.py).
+    """
 
     def __init__(self, graph: InitialGraph):
         self.graph = graph
+        self.lock = threading.Lock()
+        self._spill = None
+
+    def build(self, spec: GeoclassSetSpec) -> np.ndarray:
+        if not (spec.kind == MERGE and spec.beta[0] > 0):
+            return generate_set(self.graph, spec)
+        features = self.graph.features
+        if self._spill is None:
+            # An unnamed file: gone when the process ends, however it ends.
+            self._spill = tempfile.TemporaryFile(prefix="geoclass-features-")
+            features.tofile(self._spill)
+            self._spill.flush()
+        if spec.feature_dims is None:
+            labels = generate_set(self.graph, spec, in_place=True)
+        else:
+            shape, dtype = features.shape, features.dtype
+            self.graph = replace(self.graph, features=None)
+            del features  # before the columns are read: the two never share memory
+            columns = _read_columns(self._spill, shape, dtype, np.asarray(spec.feature_dims, dtype=np.int64))
+            subset = replace(self.graph, features=columns)
+            del columns
+            LOG.info("%s: merging on %d of %d feature dimensions", spec.name, subset.embedding_dim, shape[1])
+            labels = generate_set(subset, replace(spec, feature_dims=None), in_place=True)
+            del subset
+            features = np.empty(shape, dtype=dtype)
+        self._spill.seek(0)
+        if self._spill.readinto(memoryview(features).cast("B")) != features.nbytes:
+            raise OSError("the spilled graph features could not be read back in full")
+        self.graph = replace(self.graph, features=features)
+        return labels
+
+
+def _read_columns(handle, shape: tuple, dtype, dims: np.ndarray, rows_per_block: int = 65_536) -> np.ndarray:
+    """Columns ``dims`` of the raw C-order (N, D) array in file ``handle``, in C order, a block of rows at a time."""
+    out = np.empty((shape[0], dims.size), dtype=dtype)
+    handle.seek(0)
+    for lo in range(0, shape[0], rows_per_block):
+        rows = min(rows_per_block, shape[0] - lo)
+        block = np.fromfile(handle, dtype=dtype, count=rows * shape[1]).reshape(rows, shape[1])
+        out[lo : lo + rows] = block[:, dims]
+    return out
 
 
 def load_graph(cells_path: str, with_features: bool) -> InitialGraph:
@@ -91,7 +149,9 @@ def load_graph(cells_path: str, with_features: bool) -> InitialGraph:
 def _feature_batches(cells_path: str, rows_per_batch: int = 65_536):
     for path in list_table_files(cells_path):
         with open_for_read(path) as handle:
-            parquet = pq.ParquetFile(handle)
+            # pre_buffer=False: pre-buffering held ~2.4 GB of column chunks at 2.8M x 128-d (measured 0.6 GB
+            # without), which set the worker's peak memory while the features were read.
+            parquet = pq.ParquetFile(handle, pre_buffer=False)
             yield from parquet.iter_batches(batch_size=rows_per_batch, columns=[c.CELL_ID, c.FEATURE_SUM])
 
 
@@ -111,7 +171,8 @@ class _BuildSetFn(beam.DoFn):
     def process(self, spec_json: dict):
         self._sets_in.inc()
         spec = GeoclassSetSpec.from_json(spec_json)
-        labels = generate_set(self._holder.graph, spec)
+        with self._holder.lock:
+            labels = self._holder.build(spec)
         yield spec.name, labels
 
 
