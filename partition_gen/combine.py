@@ -306,14 +306,19 @@ class Combiner:
 
 
 def _top_k(s: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the k best columns: score descending, then column ascending."""
-    if k < s.shape[1]:
-        top = np.argpartition(-s, k - 1, axis=1)[:, :k]
-    else:
-        top = np.tile(np.arange(s.shape[1]), (s.shape[0], 1))
-    top_scores = np.take_along_axis(s, top, axis=1)
-    order = np.lexsort((top, -top_scores), axis=-1)
-    return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
+    """Per row, the k best columns: score descending, then column ascending (also among ties at the k-th
+    score, which a bare argpartition would pick arbitrarily)."""
+    n = s.shape[1]
+    if k >= n:
+        top = np.tile(np.arange(n), (s.shape[0], 1))
+        order = np.lexsort((top, -s), axis=-1)
+        return order, np.take_along_axis(s, order, axis=1)
+    kth = -np.partition(-s, k - 1, axis=1)[:, k - 1]
+    top = np.empty((s.shape[0], k), dtype=np.int64)
+    for row, (scores, floor) in enumerate(zip(s, kth)):
+        cols = np.flatnonzero(scores >= floor)  # ascending: every column that can be in the top k
+        top[row] = cols[np.lexsort((cols, -scores[cols]))[:k]]
+    return top, np.take_along_axis(s, top, axis=1)
 
 
 def _kernel():

@@ -206,3 +206,26 @@ def test_flat_probabilities_compiled_dense_scoring_is_exact(rule, monkeypatch):
         np.testing.assert_array_equal(nodes, ref_nodes[b])
     np.testing.assert_allclose(compiled.lat, ref_lat, atol=1e-9)
     np.testing.assert_allclose(compiled.score, ref_best, rtol=1e-12)
+
+
+def test_flat_rows_over_thousands_of_classes_stop_early_and_stay_exact(monkeypatch):
+    """Sets of thousands of classes: the compiled search reads rank thresholds from a sorted head of a
+    class sample and jumps to the first depth whose bound is below the k-th best score; a uniform row
+    has to go past that head to every class. Both must equal the NumPy dense path bit for bit."""
+    from partition_gen import combine
+
+    ks = (2500, 3100, 1900)
+    assignments, n_images, xyz_sum = random_sets(5, n_nodes=12_000, ks=ks)
+    parts = build_partitions(assignments, n_images, xyz_sum, sets_checksum="x")
+    probs = random_probs(np.random.default_rng(5), ks, batch=12, concentration=1.0)
+    for p in probs.values():
+        p[-1] = np.float32(1.0 / p.shape[1])  # a uniform row: every partition ties
+    assert combine._kernel() is not None
+    compiled = Combiner(parts, top_k=5).predict(probs)
+    monkeypatch.setattr(combine, "_kernel", lambda: None)
+    numpy_path = Combiner(parts, top_k=5).predict(probs)
+    for field in ("score", "lat", "lng", "n_argmax", "topk_ids", "topk_scores"):
+        np.testing.assert_array_equal(getattr(compiled, field), getattr(numpy_path, field))
+    for a, b in zip(compiled.argmax_partitions, numpy_path.argmax_partitions):
+        np.testing.assert_array_equal(a, b)
+    assert compiled.n_argmax[-1] > 1
