@@ -514,7 +514,7 @@ def launch(args: argparse.Namespace, options):
 
     warning = check_backbone(model, args.model, args.allow_random_backbone)  # raises RandomBackboneError
     if warning:
-        LOG.warning(warning)
+        LOG.warning(warning.removeprefix("WARNING: "))  # the log line says WARNING already
     parts = load_partitions(args.partitions)
     check_model_matches(parts, model, args.model)
     resolve_methods(args.methods, parts.set_names)
