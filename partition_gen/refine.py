@@ -50,6 +50,8 @@ REFINED_SUFFIX = "+R"
 _KSUB = 256
 # Photos the codebooks are trained on (faiss asks for >= 39 per centroid; 64 x 256 is plenty).
 DEFAULT_TRAIN_SIZE = 16_384
+# Queries searched at once: bounds the candidate lists (every photo of up to 20 partitions per query).
+QUERY_CHUNK = 2048
 
 
 @dataclass(frozen=True)
@@ -341,27 +343,30 @@ class Refiner:
         return self.best_neighbours_per_k(topk_ids, queries, [k])[k]
 
     def best_neighbours_per_k(
-        self, topk_ids: np.ndarray, queries: np.ndarray, ks: Sequence[int]
+        self, topk_ids: np.ndarray, queries: np.ndarray, ks: Sequence[int], chunk: int = QUERY_CHUNK
     ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """``best_neighbours`` over the first k partitions, for every k in ``ks``, from one search of the
-        first max(ks): the similarities are computed once, then each k keeps its candidates' best."""
+        first max(ks): the similarities are computed once, then each k keeps its candidates' best.
+
+        Queries are searched ``chunk`` at a time: their candidate lists (every photo of 20 partitions per
+        query) held at once grew to gigabytes at 200k training photos; each image's answer depends on its
+        own candidates only, so the chunking changes no result."""
         n = len(queries)
         ks = sorted({int(k) for k in ks})
-        img, rows, rank = self.ranked_candidates(np.asarray(topk_ids)[:, : ks[-1]])
-        sims = self.similarities(queries, img, rows)
-        order = np.lexsort((rows, -sims, img))  # per image: most similar first, ties to the lower row
-        img, rows, rank, sims = img[order], rows[order], rank[order], sims[order]
-        out = {}
-        for k in ks:
-            keep = rank < k
-            i, r, v = img[keep], rows[keep], sims[keep]
-            best_sim = np.full(n, -np.inf, dtype=np.float32)
-            best_row = np.full(n, -1, dtype=np.int64)
-            if i.size:
-                first = np.r_[True, i[1:] != i[:-1]]
-                best_sim[i[first]] = v[first]
-                best_row[i[first]] = r[first]
-            out[k] = (best_sim, best_row)
+        topk_ids = np.asarray(topk_ids)[:, : ks[-1]]
+        out = {k: (np.full(n, -np.inf, dtype=np.float32), np.full(n, -1, dtype=np.int64)) for k in ks}
+        for lo in range(0, n, max(1, chunk)):
+            img, rows, rank = self.ranked_candidates(topk_ids[lo : lo + chunk])
+            sims = self.similarities(queries[lo : lo + chunk], img, rows)
+            order = np.lexsort((rows, -sims, img))  # per image: most similar first, ties to the lower row
+            img, rows, rank, sims = img[order], rows[order], rank[order], sims[order]
+            for k in ks:
+                keep = rank < k
+                i, r, v = img[keep], rows[keep], sims[keep]
+                if i.size:
+                    first = np.r_[True, i[1:] != i[:-1]]
+                    out[k][0][lo + i[first]] = v[first]
+                    out[k][1][lo + i[first]] = r[first]
         return out
 
 

@@ -90,6 +90,12 @@ def test_best_neighbours_of_every_k_from_one_search_equal_a_search_per_k(world):
     refiner = refine.Refiner(index, parts)
     per_k = refiner.best_neighbours_per_k(pred.topk_ids, queries, [6, 1, 3])
     assert sorted(per_k) == [1, 3, 6]
+    # Searched 7 queries at a time (chunks that split the batch unevenly) or all at once: the same answers.
+    for chunk in (7, 10**6):
+        chunked = refiner.best_neighbours_per_k(pred.topk_ids, queries, [6, 1, 3], chunk=chunk)
+        for k in per_k:
+            np.testing.assert_array_equal(chunked[k][0], per_k[k][0])
+            np.testing.assert_array_equal(chunked[k][1], per_k[k][1])
     for k, (sim, row) in per_k.items():
         want_sim, want_row = refiner.best_neighbours(pred.topk_ids[:, :k], queries)
         np.testing.assert_array_equal(sim, want_sim)
