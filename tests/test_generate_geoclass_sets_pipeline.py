@@ -14,12 +14,13 @@ import s2sphere
 from apache_beam.testing.util import assert_that
 
 from partition_gen.geoclass_sets import generate_geoclass_sets, load_geoclass_sets
-from partition_gen.graph import cells_table_from_points, graph_from_cells_table
+from partition_gen.graph import graph_from_cells_table
 from partition_gen.params import GeoclassSetSpec, default_specs
 from pipelines import generate_geoclass_sets as job
 from pipelines.common import local_pipeline
 from schemas import columns as c
-from schemas.io import SUCCESS_MARKER, write_table_atomic
+from schemas.io import SUCCESS_MARKER
+from tests.cells_artifact import write_cells_artifact
 from tests.test_planet import _slow_partition
 
 LOCAL = ["--runner=DirectRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory"]
@@ -27,14 +28,7 @@ LOCAL = ["--runner=DirectRunner", "--direct_num_workers=1", "--direct_running_mo
 
 @pytest.fixture(scope="module")
 def cells_dir(tmp_path_factory):
-    rng = np.random.default_rng(7)
-    lat = np.r_[rng.normal(40, 10, 1200), np.degrees(np.arcsin(rng.uniform(-1, 1, 300)))]
-    lng = np.r_[rng.normal(-90, 15, 1200), rng.uniform(-180, 180, 300)]
-    table = cells_table_from_points(lat, lng, rng.normal(size=(lat.size, 6)))
-    path = tmp_path_factory.mktemp("cells") / "cells"
-    write_table_atomic(table, str(path / "part-00000.parquet"))
-    open(path / SUCCESS_MARKER, "w").close()
-    return str(path), table
+    return write_cells_artifact(tmp_path_factory.mktemp("cells"), 7, (40, -90), (10, 15), 1200, 6)
 
 
 def test_composite_builds_valid_sets_checked_by_independent_references(cells_dir):

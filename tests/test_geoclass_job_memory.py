@@ -1,30 +1,22 @@
 """The geoclass job's memory savings change no class: a worker merges full-dimension sets in place on its
 shared graph and refills the features from the cells, and sampled sets gather their feature dimensions a
 block of rows at a time; every set equals the one the plain function builds on a fresh graph, in any order."""
-
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from partition_gen.geoclass_sets import generate_set
-from partition_gen.graph import cells_table_from_points, graph_from_cells_table
+from partition_gen.graph import graph_from_cells_table
 from partition_gen.merging import _feature_sums_and_norms
 from partition_gen.params import GeoclassSetSpec, default_specs
 from pipelines import generate_geoclass_sets as job
-from schemas.io import SUCCESS_MARKER, write_table_atomic
+from tests.cells_artifact import write_cells_artifact
 
 
 @pytest.fixture(scope="module")
 def cells(tmp_path_factory):
-    rng = np.random.default_rng(11)
-    lat = np.r_[rng.normal(45, 8, 1500), np.degrees(np.arcsin(rng.uniform(-1, 1, 300)))]
-    lng = np.r_[rng.normal(10, 12, 1500), rng.uniform(-180, 180, 300)]
-    table = cells_table_from_points(lat, lng, rng.normal(size=(lat.size, 8)))
-    path = tmp_path_factory.mktemp("cells") / "cells"
-    write_table_atomic(table, str(path / "part-00000.parquet"))
-    open(path / SUCCESS_MARKER, "w").close()
-    return str(path), table
+    return write_cells_artifact(tmp_path_factory.mktemp("cells"), 11, (45, 10), (8, 12), 1500, 8)
 
 
 def test_worker_sets_in_place_equal_fresh_graph_sets_and_features_are_restored(cells):
