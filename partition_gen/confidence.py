@@ -51,10 +51,19 @@ def combiner_features(
     )
     max_p = np.mean([np.asarray(probs).max(axis=1) for probs in head_probabilities], axis=0)
     n = len(top)
-    moved_f = np.zeros(n) if moved is None else np.asarray(moved, dtype=np.float64)
-    sim = np.zeros(n) if similarity is None else np.asarray(similarity, dtype=np.float64)
-    sim = np.where(np.isfinite(sim), sim, -1.0) * moved_f
-    return np.stack([share, entropy, agree, max_p, moved_f, sim], axis=1)
+    features = np.stack([share, entropy, agree, max_p, np.zeros(n), np.zeros(n)], axis=1)
+    return features if moved is None else with_refinement(features, moved, similarity)
+
+
+def with_refinement(features: np.ndarray, moved: np.ndarray, similarity: np.ndarray | None) -> np.ndarray:
+    """The features of a refined prediction: the combiner's own (moved and similarity zero) with the
+    refinement's two columns filled in, so callers need not keep the heads' probabilities around."""
+    moved_f = np.asarray(moved, dtype=np.float64)
+    sim = np.zeros(len(moved_f)) if similarity is None else np.asarray(similarity, dtype=np.float64)
+    out = np.array(features, dtype=np.float64, copy=True)
+    out[:, 4] = moved_f
+    out[:, 5] = np.where(np.isfinite(sim), sim, -1.0) * moved_f
+    return out
 
 
 @dataclass(frozen=True)

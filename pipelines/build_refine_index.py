@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -61,14 +62,58 @@ def read_split(examples_dir: str, split: str) -> dict:
     }
 
 
-def predict_probabilities(model_dir: str, partitions, embeddings: np.ndarray) -> dict[str, np.ndarray]:
+def load_model(model_dir: str, partitions):
+    """The exported model, checked against the partitions' sets (``trainer.export``)."""
     from trainer.export import load_features_model
 
-    model = load_features_model(model_dir, {"sets_checksum": partitions.sets_checksum,
-                                            "set_names": list(partitions.set_names),
-                                            "n_classes": dict(zip(partitions.set_names, partitions.n_classes))})
-    out = model.predict(embeddings, batch_size=1024, verbose=0)
+    return load_features_model(model_dir, {"sets_checksum": partitions.sets_checksum,
+                                           "set_names": list(partitions.set_names),
+                                           "n_classes": dict(zip(partitions.set_names, partitions.n_classes))})
+
+
+def predict_probabilities(model_dir: str, partitions, embeddings: np.ndarray) -> dict[str, np.ndarray]:
+    """Every head's (n, K) probabilities of a few thousand photos (a test set); see predict_eval_split for more."""
+    out = load_model(model_dir, partitions).predict(embeddings, batch_size=1024, verbose=0)
     return {name: np.asarray(out[name]) for name in partitions.set_names}
+
+
+# Photos of the eval split predicted and combined at once. The heads' probabilities are photos x classes for
+# every set: all of a 100k-photo eval split at 10,000 classes and six sets would be 24 GB of float32; a chunk
+# of 2,048 is 0.5 GB.
+EVAL_CHUNK = 2048
+
+
+@dataclass(frozen=True)
+class EvalPrediction:
+    """One method's combined prediction of the eval split: what settings search, refinement and calibration
+    read, without the heads' probabilities (their summary is in ``features``)."""
+
+    topk_ids: np.ndarray  # (n, CALIBRATION_TOP_K) partition ids, best first
+    lat: np.ndarray
+    lng: np.ndarray
+    features: np.ndarray  # confidence.combiner_features, unrefined
+
+
+def predict_eval_split(model, set_names: Sequence[str], combiners: dict, embeddings: np.ndarray,
+                       chunk: int = EVAL_CHUNK) -> dict[str, EvalPrediction]:
+    """Every combiner's prediction of the eval split, ``chunk`` photos at a time so that memory does not grow
+    with the split."""
+    pieces: dict[str, list] = {name: [] for name in combiners}
+    n, last_log = len(embeddings), time.time()
+    for start in range(0, n, chunk):
+        out = model.predict(embeddings[start:start + chunk], batch_size=1024, verbose=0)
+        probs = {name: np.asarray(out[name]) for name in set_names}
+        for name, combiner in combiners.items():
+            pred = combiner.predict(probs)
+            heads = [probs[s] for s in combiner.partitions.set_names]
+            features = confidence.combiner_features(pred.topk_ids, pred.topk_scores[:, :5],
+                                                    combiner.partitions.tuples, heads)
+            pieces[name].append((pred.topk_ids, pred.lat, pred.lng, features))
+        if time.time() - last_log > 30:
+            LOG.info("eval split: %d of %d photos predicted and combined", min(start + chunk, n), n)
+            last_log = time.time()
+    return {name: EvalPrediction(*(np.concatenate(column) for column in zip(*chunks)))
+            for name, chunks in pieces.items()}
 
 
 def refined_methods(set_names: Sequence[str]):
@@ -87,40 +132,28 @@ def build(examples_dir: str, model_dir: str, partitions_dir: str, code_bytes: in
     LOG.info("index of %d training photos built in %.1f s", index.n_photos, time.time() - started)
 
     held = read_split(examples_dir, "eval")
-    probs = predict_probabilities(model_dir, parts, held["embedding"])
+    combiners = {m.name: m.combiner(parts, top_k=CALIBRATION_TOP_K) for m in standard_methods(parts.set_names)}
+    predictions = predict_eval_split(load_model(model_dir, parts), parts.set_names, combiners, held["embedding"])
     settings, calibrations, report = {}, {}, {}
     refined = {m.name for m in refined_methods(parts.set_names)}
     for method in standard_methods(parts.set_names):
-        combiner = method.combiner(parts, top_k=CALIBRATION_TOP_K)
-        pred = combiner.predict(probs)
-        heads = [probs[name] for name in combiner.partitions.set_names]
-        tuples = combiner.partitions.tuples
+        pred = predictions[method.name]
         err = haversine_km(pred.lat, pred.lng, held["lat"], held["lng"])
-        features = confidence.combiner_features(pred.topk_ids, pred.topk_scores[:, :5], tuples, heads)
-        calibrations[method.name] = confidence.fit(features, err)
+        calibrations[method.name] = confidence.fit(pred.features, err)
         report[method.name] = {"eval_median_km": float(np.median(err)),
                                "eval_accuracy": accuracy_dict(accuracy_at(err, thresholds_km), thresholds_km)}
         if method.name not in refined:
             continue
-        refiner = refine.Refiner(index, combiner.partitions, parts)
+        refiner = refine.Refiner(index, combiners[method.name].partitions, parts)
         chosen = refine.choose_settings(refiner, pred.topk_ids, pred.lat, pred.lng, held["embedding"],
                                         held["lat"], held["lng"], thresholds_km)
         settings[method.name] = {"top_partitions": chosen["top_partitions"],
                                  "min_similarity": chosen["min_similarity"]}
         out = refiner.refine(pred.topk_ids, pred.lat, pred.lng, held["embedding"], **settings[method.name])
         err_r = haversine_km(out.lat, out.lng, held["lat"], held["lng"])
-        features_r = confidence.combiner_features(pred.topk_ids, pred.topk_scores[:, :5], tuples, heads,
-                                                  out.moved, out.similarity)
         name_r = refine.refined_name(method.name)
-        calibrations[name_r] = confidence.fit(features_r, err_r)
-        report[name_r] = {**settings[method.name], "eval_moved_share": float(out.moved.mean()),
-                          "eval_mean_accuracy": chosen["mean_accuracy"],
-                          "eval_mean_accuracy_eq4": chosen["mean_accuracy_eq4"],
-                          "eval_median_km": float(np.median(err_r)),
-                          "eval_accuracy": accuracy_dict(accuracy_at(err_r, thresholds_km), thresholds_km)}
-        LOG.info("%s: top %d partitions, similarity >= %.3f moves %.0f%% of eval photos; mean accuracy %.3f -> %.3f",
-                 name_r, chosen["top_partitions"], chosen["min_similarity"], 100 * out.moved.mean(),
-                 chosen["mean_accuracy_eq4"], chosen["mean_accuracy"])
+        calibrations[name_r] = confidence.fit(confidence.with_refinement(pred.features, out.moved, out.similarity),
+                                              err_r)
     index = index.with_settings(methods=settings)
     directory = refine.index_dir(model_dir)
     artifacts.remove_marker(directory)  # incomplete from here until save_index writes the checksummed marker

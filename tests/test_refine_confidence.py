@@ -242,3 +242,40 @@ def test_batch_predict_adds_refined_rows_and_radii_when_the_model_has_an_index(w
                       pred_radius90_km=[50.0, 50.0, 50.0, 50.0])
     assert report["methods"]["M"]["within_radius50"] == pytest.approx(1 / 3)
     assert report["methods"]["M"]["within_radius90"] == pytest.approx(3 / 4)
+
+
+def test_eval_split_in_chunks_matches_one_pass_over_all_probabilities(world):
+    """build_refine_index predicts and combines the eval split a chunk at a time (the heads' probabilities of
+    a whole large split do not fit in memory); every method's prediction and features must not depend on it."""
+    from partition_gen.evaluation import standard_methods
+    from pipelines.build_refine_index import predict_eval_split
+
+    parts, rng = world["parts"], world["rng"]
+    weights = {n: rng.normal(size=(DIM, k)) for n, k in zip(parts.set_names, parts.n_classes)}
+
+    class SoftmaxHeads:  # stands in for the exported model: one softmax head per set over the embedding
+        def predict(self, x, batch_size, verbose):
+            out = {}
+            for n, w in weights.items():
+                z = np.exp(x @ w - (x @ w).max(axis=1, keepdims=True))
+                out[n] = (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
+            return out
+
+    emb = world["emb"][:301]
+    combiners = {m.name: m.combiner(parts, top_k=refine.CALIBRATION_TOP_K) for m in standard_methods(parts.set_names)}
+    got = predict_eval_split(SoftmaxHeads(), parts.set_names, combiners, emb, chunk=64)
+    probs = SoftmaxHeads().predict(emb, 1024, 0)
+    for name, combiner in combiners.items():
+        pred = combiner.predict(probs)
+        heads = [probs[n] for n in combiner.partitions.set_names]
+        want = confidence.combiner_features(pred.topk_ids, pred.topk_scores[:, :5], combiner.partitions.tuples, heads)
+        np.testing.assert_array_equal(got[name].topk_ids, pred.topk_ids)
+        np.testing.assert_allclose(got[name].lat, pred.lat)
+        np.testing.assert_allclose(got[name].features, want)
+        moved = rng.random(len(emb)) < 0.5
+        sim = np.where(rng.random(len(emb)) < 0.1, np.nan, rng.random(len(emb)))
+        np.testing.assert_allclose(
+            confidence.with_refinement(got[name].features, moved, sim),
+            confidence.combiner_features(pred.topk_ids, pred.topk_scores[:, :5], combiner.partitions.tuples, heads,
+                                         moved, sim))
+    assert len(combiners) > 3
