@@ -25,6 +25,7 @@ refinement's images/s beside the combiner alone.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -134,7 +135,7 @@ def _predict_and_evaluate(run_dir: str, test_path: str, name: str) -> dict:
 
 # Artifacts before training do not depend on the labels' smoothing: the smoothed chain starts from copies
 # of the plain chain's (committed, checksummed) ones and runs with --resume, so only training and what
-# follows it run twice.
+# follows it run twice, and the refinement stage reuses the plain chain's index.
 SHARED_STAGES = ("bucket", "sets", "examples", "partitions")
 
 
@@ -145,6 +146,9 @@ def _chain(paths: dict, test_names: list[str], run_dir: str, config, reuse_from:
         shutil.rmtree(run_dir, ignore_errors=True)
         for name in SHARED_STAGES:
             shutil.copytree(os.path.join(reuse_from, name), os.path.join(run_dir, name))
+        # The refinement index encodes the same training photos over the same partitions: only its settings
+        # and the confidence radii depend on the model.
+        config = dataclasses.replace(config, refine_index_from=os.path.join(reuse_from, "model"))
     tables = {first: run_all.run_chain(paths["train"], paths[f"test_{first}"], run_dir, config,
                                        resume=reuse_from is not None)}
     for name in test_names[1:]:

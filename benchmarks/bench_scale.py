@@ -22,10 +22,12 @@ extrapolation to 30M photos that ``bench/REPORT.md`` shows.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -245,13 +247,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=1, help="training passes per run (default 1)")
     parser.add_argument("--replace", action="store_true", help="drop the recorded runs instead of merging")
     parser.add_argument("--no_record", action="store_true")
+    parser.add_argument("--keep", metavar="DIR", help="run in DIR/<size> and keep the sample data, run_all's "
+                        "workdir and log there (to rerun or profile one stage); default: a temporary directory")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     runs = []
     for n in (int(x) for x in args.sizes.split(",")):
-        with tempfile.TemporaryDirectory(prefix=f"bench-scale-{n}-") as tmp:
-            LOG.info("run_all on %d simulated photos ...", n)
-            runs.append(run_size(n, Path(tmp), args.epochs))
+        with contextlib.ExitStack() as stack:
+            if args.keep:
+                root = Path(args.keep) / str(n)
+                if root.exists():
+                    shutil.rmtree(root)
+                root.mkdir(parents=True)
+            else:
+                root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"bench-scale-{n}-")))
+            LOG.info("run_all on %d simulated photos in %s ...", n, root)
+            runs.append(run_size(n, root, args.epochs))
             LOG.info("%d photos: %s", n, json.dumps(runs[-1]))
         # Recorded after every size: a long curve (1M photos) keeps the points it has if stopped later.
         figures = merged_figures(runs, replace_recorded=args.replace)

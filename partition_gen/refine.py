@@ -188,6 +188,19 @@ def build_index(
     return index
 
 
+def encodes_photos(index: RefineIndex, lat, lng, photo_partition: np.ndarray) -> bool:
+    """Whether ``index`` holds exactly these photos (locations, in build_index's partition order)."""
+    part = np.asarray(photo_partition)
+    if len(part) != index.n_photos or part.size and part.max() >= len(index.indptr) - 1:
+        return False
+    order = np.argsort(part, kind="stable")
+    return bool(
+        np.array_equal(np.searchsorted(part[order], np.arange(len(index.indptr))), index.indptr)
+        and np.array_equal(np.asarray(lat, dtype=np.float32)[order], index.lat)
+        and np.array_equal(np.asarray(lng, dtype=np.float32)[order], index.lng)
+    )
+
+
 def save_index(index: RefineIndex, directory: str) -> None:
     """``index.npz`` + ``settings.json`` + ``_SUCCESS`` in ``directory`` (local or gs://)."""
     import io

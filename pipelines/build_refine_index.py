@@ -122,14 +122,22 @@ def refined_methods(set_names: Sequence[str]):
 
 
 def build(examples_dir: str, model_dir: str, partitions_dir: str, code_bytes: int = refine.DEFAULT_CODE_BYTES,
-          seed: int = 0, thresholds_km: Sequence[float] = THRESHOLDS_KM) -> dict:
-    """Write MODEL/refine/ and return its summary (bytes per photo, chosen settings, eval-split coverage)."""
+          seed: int = 0, thresholds_km: Sequence[float] = THRESHOLDS_KM, index_from: str | None = None) -> dict:
+    """Write MODEL/refine/ and return its summary (bytes per photo, chosen settings, eval-split coverage).
+
+    ``index_from``: another model directory whose refinement index encodes these same training photos over
+    these partitions (a run that differs only in training, e.g. label smoothing): its codes are reused, and
+    only the settings and confidence radii, which depend on the model, are chosen again.
+    """
     started = time.time()
     parts = load_partitions(partitions_dir)
     train = read_split(examples_dir, "train")
     photo_part = refine.photo_partitions(parts, train["labels"])
-    index = refine.build_index(train["embedding"], train["lat"], train["lng"], photo_part, parts, code_bytes, seed)
-    LOG.info("index of %d training photos built in %.1f s", index.n_photos, time.time() - started)
+    index = reusable_index(index_from, parts, train, photo_part, code_bytes) if index_from else None
+    if index is None:
+        index = refine.build_index(train["embedding"], train["lat"], train["lng"], photo_part, parts, code_bytes,
+                                   seed)
+        LOG.info("index of %d training photos built in %.1f s", index.n_photos, time.time() - started)
 
     held = read_split(examples_dir, "eval")
     combiners = {m.name: m.combiner(parts, top_k=CALIBRATION_TOP_K) for m in standard_methods(parts.set_names)}
@@ -164,6 +172,26 @@ def build(examples_dir: str, model_dir: str, partitions_dir: str, code_bytes: in
                "methods": report, "seconds": round(time.time() - started, 1)}
     LOG.info("refinement index and confidence radii in %s (%.1f bytes per photo)", directory, index.bytes_per_photo())
     return summary
+
+
+def reusable_index(model_dir: str, parts, train: dict, photo_part: np.ndarray, code_bytes: int):
+    """The refinement index of ``model_dir`` when it encodes exactly these training photos over these
+    partitions with codes of this size, else None (with the reason logged)."""
+    index = refine.load_index(model_dir)
+    reason = None
+    if index is None:
+        reason = "it has no refinement index"
+    elif index.partitions_id != parts.partitions_id:
+        reason = f"its index was built for partitions {index.partitions_id}"
+    elif index.codes.shape[1] != min(code_bytes, index.dim) or index.dim != train["embedding"].shape[1]:
+        reason = f"its index has {index.codes.shape[1]}-byte codes of {index.dim}-d features"
+    elif not refine.encodes_photos(index, train["lat"], train["lng"], photo_part):
+        reason = "its index encodes other training photos"
+    if reason:
+        LOG.warning("not reusing the refinement index of %s: %s; building one", model_dir, reason)
+        return None
+    LOG.info("reusing the refinement index of %s (%d training photos)", model_dir, index.n_photos)
+    return index.with_settings(methods={})
 
 
 # One copy of each helper: the files are read and written by partition_gen.confidence.

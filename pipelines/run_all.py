@@ -87,6 +87,9 @@ class RunConfig:
     # Refinement index + confidence radii (stage 6); bytes of PQ code per training photo.
     refine: bool = True
     code_bytes: int = 32
+    # A model directory whose refinement index encodes this run's training photos over its partitions (a run
+    # that differs only in training): its codes are reused instead of trained and encoded again.
+    refine_index_from: str | None = None
     batch_size: int = 256
     learning_rate: float = 0.005
     top_k: int = 5
@@ -259,8 +262,8 @@ def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args:
         # Only the stages after training read TEST and the figure choice; everything else shapes artifacts
         # that --resume would keep, so a change there must start afresh rather than mix two runs.
         # Training length settings are resumable in the trainer itself (it continues or stops where it is).
-        resumable = ("test", "figure_photo_id", "methods", "top_k", "refine", "epochs", "early_stopping_patience",
-                     "early_stopping_min_delta")
+        resumable = ("test", "figure_photo_id", "methods", "top_k", "refine", "refine_index_from", "epochs",
+                     "early_stopping_patience", "early_stopping_min_delta")
         changed = sorted(k for k in record if k not in resumable
                          and previous.get(k) != record[k])
         if changed and resume:
@@ -340,7 +343,7 @@ def run_chain(train: str, test: str, workdir: str, config: RunConfig, beam_args:
         from pipelines import build_refine_index
 
         summary = build_refine_index.build(path["examples"], path["model"], path["partitions"],
-                                           config.code_bytes, config.seed)
+                                           config.code_bytes, config.seed, index_from=config.refine_index_from)
         artifacts.write_json(artifacts.join(workdir, "refine_summary.json"), summary)
 
     if config.refine and n_train < MIN_REFINE_PHOTOS:

@@ -279,3 +279,30 @@ def test_eval_split_in_chunks_matches_one_pass_over_all_probabilities(world):
             confidence.combiner_features(pred.topk_ids, pred.topk_scores[:, :5], combiner.partitions.tuples, heads,
                                          moved, sim))
     assert len(combiners) > 3
+
+
+def test_an_index_is_reused_only_for_the_same_photos_and_partitions(world, tmp_path):
+    """build_refine_index --index_from (a chain that differs only in training) takes another model's codes
+    only when they encode exactly this run's training photos over these partitions at this code size."""
+    from pipelines.build_refine_index import reusable_index
+
+    parts, labels, index = world["parts"], world["labels"], world["index"]
+    model_dir = str(tmp_path / "other_model")
+    refine.save_index(index.with_settings(methods={"CPlaNet[1-3]": {"top_partitions": 3}}), refine.index_dir(model_dir))
+    train = {"lat": world["lat"], "lng": world["lng"], "embedding": world["emb"]}
+    photo_part = refine.photo_partitions(parts, labels)
+
+    got = reusable_index(model_dir, parts, train, photo_part, code_bytes=8)
+    assert got is not None and got.settings["methods"] == {}  # the other model's settings are not carried over
+    np.testing.assert_array_equal(got.codes, index.codes)
+
+    moved = {**train, "lat": np.r_[train["lat"][:-1], train["lat"][-1] + 0.01]}
+    assert reusable_index(model_dir, parts, moved, photo_part, code_bytes=8) is None
+    fewer = {k: v[:-1] for k, v in train.items()}
+    assert reusable_index(model_dir, parts, fewer, photo_part[:-1], code_bytes=8) is None
+    shuffled = np.r_[photo_part[1:], photo_part[:1]]
+    assert reusable_index(model_dir, parts, train, shuffled, code_bytes=8) is None
+    assert reusable_index(model_dir, parts, train, photo_part, code_bytes=16) is None
+    assert reusable_index(str(tmp_path / "nothing"), parts, train, photo_part, code_bytes=8) is None
+    other = build_partitions(*random_sets(5, n_nodes=300, ks=(7, 12, 30)), sets_checksum="y")
+    assert reusable_index(model_dir, other, train, photo_part, code_bytes=8) is None
