@@ -1,9 +1,8 @@
 """Compiled (Numba) search for ``partition_gen.combine``: images whose probabilities are too flat for the
 ratio bound (an untrained or uncertain model) without scoring every partition.
 
-A partition's score is sum_i q[b, i, T[p, i]] with the terms added in set order, exactly as the NumPy path
-adds its per-set terms (q = float64(P_i) / z_i is formed by the caller, as the NumPy path forms each term),
-so every score is bit for bit the dense one; the top-k order is score descending, then partition id
+A partition's score is sum_i float64(P_i[b, T[p, i]]) / z_i[b] with the terms added in set order, formed
+exactly as the NumPy path forms and adds its per-set terms, so every score is bit for bit the dense one; the top-k order is score descending, then partition id
 ascending, as the NumPy path's lexsort gives. Fagin's threshold algorithm over per-set rank cut-offs
 decides which partitions need a score at all.
 """
@@ -20,65 +19,77 @@ def _before(s1, p1, s2, p2):
     return s1 > s2 or (s1 == s2 and p1 < p2)
 
 
-@njit(cache=True, nogil=True)
-def ranked_predict(q, n_classes, member_tuples, cls_ptr, members, depth0, tie_rtol,
+@njit(cache=True, nogil=True, error_model="numpy")
+def ranked_predict(p, z, n_classes, member_tuples, cls_ptr, members, depth0, tie_rtol,
                    best, top_ids, top_scores, tie_count, tie_ids):  # fmt: skip
     """Exact arg-max set and top-k of each image by a rank threshold, for rows the ratio bound cannot prune.
 
-    Per image: in each set i keep the classes whose q is at least the ``depth``-th largest q of that set
+    Per image: in each set i keep the classes whose P is at least the ``depth``-th largest P of that set
     (``thr_i``, read from every 8th class: any threshold keeps the answer exact, since the bound is formed
     from the very values used), score every partition inside a kept class, and bound every other one by
-    B = sum_i thr_i (each of its terms is below thr_i; the sum is formed in set order like the scores, and
-    float addition is monotone). When the k-th best candidate is > B and the best exceeds B by more than
-    the tie tolerance, the top-k and the tie set are exact; else ``depth`` grows 4-fold. At depth >= K_i
-    every class is kept, so the last round is the dense answer.
+    B = sum_i float64(thr_i) / z_i (dividing by z_i > 0 keeps the order of P, so each of its terms is at
+    most the threshold's term; the sum is formed in set order like the scores, and float addition is
+    monotone). When the k-th best candidate is > B and the best exceeds B by more than the tie tolerance,
+    the top-k and the tie set are exact; else ``depth`` grows. At depth >= K_i every class is kept, so the
+    last round is the dense answer.
 
-    ``q`` (B, S, Kmax) float64 = float64(P_i) / z_i; ``cls_ptr`` (S, Kmax + 1) and ``members`` are the
-    (set, class) -> partitions CSR with offsets into one array, and ``member_tuples[j]`` the class tuple of
-    partition ``members[j]`` (read in CSR order, not at random). Writes best, top-k, and the arg-max ties
-    (ids ascending) into ``tie_ids[b, :tie_count[b]]``.
+    ``p`` (B, S, Kmax) holds the probabilities as given (float32 or float64; the terms are divided here
+    rather than in a float64 copy, which would be twice the memory a flat image's search reads at random),
+    ``z`` (B, S) the float64 divisors; ``cls_ptr`` (S, Kmax + 1) and ``members`` are the (set, class) ->
+    partitions CSR with offsets into one array, and ``member_tuples[j]`` the class tuple of partition
+    ``members[j]`` (read in CSR order, not at random). Writes best, top-k, and the arg-max ties (ids
+    ascending) into ``tie_ids[b, :tie_count[b]]``.
     """
-    n_img, n_sets = q.shape[0], q.shape[1]
+    n_img, n_sets = p.shape[0], p.shape[1]
     n_parts = tie_ids.shape[1]
     k = top_ids.shape[1]
-    # Per set, every 8th class's q, negated and sorted at its head: the threshold of a depth is one lookup.
-    ranked = np.empty((n_sets, q.shape[2] // 8 + 1))
+    # Per set, every 8th class's P, negated and sorted at its head: the threshold of a depth is one lookup.
+    ranked = np.empty((n_sets, p.shape[2] // 8 + 1))
     n_sample = np.empty(n_sets, dtype=np.int64)
     n_sorted = np.empty(n_sets, dtype=np.int64)
     mark = np.zeros(n_parts, dtype=np.uint8)
     cand = np.empty(n_parts, dtype=np.int64)
     score = np.empty(n_parts)
     thr = np.empty(n_sets)
+    scanned = np.empty(n_sets)  # each set's threshold of the classes opened so far
     for b in range(n_img):
+        zb = z[b]
         for i in range(n_sets):
             m_i = 0
             for cls in range(0, n_classes[i], 8):
-                ranked[i, m_i] = -q[b, i, cls]
+                ranked[i, m_i] = -np.float64(p[b, i, cls])
                 m_i += 1
             n_sample[i] = m_i
             n_sorted[i] = _sort_head(ranked[i, :m_i], _SORTED_HEAD)
         depth = depth0
         n_cand = 0
+        hi = -np.inf
+        filled = 0
+        for i in range(n_sets):
+            scanned[i] = np.inf
         while True:
             everything = _thresholds(ranked, n_sample, n_sorted, n_classes, depth, thr)
+            # Thresholds only fall from round to round: the classes to open are those between this round's
+            # threshold and the last one's; the partitions of the others are already candidates.
+            first_new = n_cand
             for i in range(n_sets):
-                t = thr[i]
+                t, above = thr[i], scanned[i]
                 for cls in range(n_classes[i]):
-                    if q[b, i, cls] >= t:
+                    v = p[b, i, cls]
+                    if v >= t and v < above:
                         for j in range(cls_ptr[i, cls], cls_ptr[i, cls + 1]):
                             m = members[j]
                             if mark[m] == 0:
                                 mark[m] = 1
                                 cand[n_cand] = m
-                                s = q[b, 0, member_tuples[j, 0]]
+                                s = np.float64(p[b, 0, member_tuples[j, 0]]) / zb[0]
                                 for i2 in range(1, n_sets):
-                                    s += q[b, i2, member_tuples[j, i2]]
+                                    s += np.float64(p[b, i2, member_tuples[j, i2]]) / zb[i2]
                                 score[n_cand] = s
                                 n_cand += 1
-            # Best and top-k among the candidates.
-            hi = -np.inf
-            filled = 0
-            for j in range(n_cand):
+                scanned[i] = t
+            # Best and top-k, updated with this round's new candidates.
+            for j in range(first_new, n_cand):
                 s, m = score[j], cand[j]
                 if s > hi:
                     hi = s
@@ -94,12 +105,12 @@ def ranked_predict(q, n_classes, member_tuples, cls_ptr, members, depth0, tie_rt
                         filled += 1
             if everything or n_cand == n_parts:
                 break
-            bound = thr[0]
+            bound = thr[0] / zb[0]
             for i in range(1, n_sets):
-                bound += thr[i]
+                bound += thr[i] / zb[i]
             if filled == k and top_scores[b, k - 1] > bound and bound < hi - tie_rtol * abs(hi):
                 break
-            depth = _next_depth(ranked, n_sample, n_sorted, n_classes, depth, thr, filled == k,
+            depth = _next_depth(ranked, n_sample, n_sorted, n_classes, depth, thr, zb, filled == k,
                                 min(top_scores[b, k - 1], hi - tie_rtol * abs(hi)))  # fmt: skip
         best[b] = hi
         low = hi - tie_rtol * abs(hi)
@@ -146,8 +157,8 @@ def _thresholds(ranked, n_sample, n_sorted, n_classes, depth, thr):
     return everything
 
 
-@njit(cache=True, nogil=True)
-def _next_depth(ranked, n_sample, n_sorted, n_classes, depth, thr, have_k, target):
+@njit(cache=True, nogil=True, error_model="numpy")
+def _next_depth(ranked, n_sample, n_sorted, n_classes, depth, thr, zb, have_k, target):
     """The next round's depth: the first (1.25-fold steps) whose bound falls below ``target``, the k-th
     best score found so far (it can only rise as candidates are added, so that round ends the search
     unless ties need more); 4-fold while fewer than k candidates are known."""
@@ -159,9 +170,9 @@ def _next_depth(ranked, n_sample, n_sorted, n_classes, depth, thr, have_k, targe
     while depth < deepest:
         depth = max(depth + 8, depth * 5 // 4)
         _thresholds(ranked, n_sample, n_sorted, n_classes, depth, thr)
-        bound = thr[0]
+        bound = thr[0] / zb[0]
         for i in range(1, thr.size):
-            bound += thr[i]
+            bound += thr[i] / zb[i]
         if bound < target:
             return depth
     return depth

@@ -284,10 +284,13 @@ class Combiner:
 
     def _ranked(self, kernel, probs, divisors, sub: np.ndarray, out: _Output) -> None:
         n_classes, tuples, ptr, members = self._class_index()
-        q = np.zeros((sub.size, len(probs), int(n_classes.max())))
-        for i, (p, z) in enumerate(zip(probs, divisors)):
-            # float64(P_i) / z_i: the very terms of the dense scores.
-            np.divide(p[sub], z[sub][:, None], out=q[:, i, : p.shape[1]], casting="unsafe")
+        # The probabilities as given, side by side (float32 stays float32: the kernel forms each term
+        # float64(P_i) / z_i itself, as the dense scores do).
+        dtype = np.result_type(*(p.dtype for p in probs))
+        stacked = np.zeros((sub.size, len(probs), int(n_classes.max())), dtype=dtype)
+        for i, p in enumerate(probs):
+            stacked[:, i, : p.shape[1]] = p[sub]
+        z = np.stack([d[sub] for d in divisors], axis=1)
         k = out.k
         best = np.empty(sub.size)
         top = np.empty((sub.size, k), dtype=np.int64)
@@ -296,7 +299,7 @@ class Combiner:
         tie_ids = np.empty((sub.size, self.partitions.n_partitions), dtype=np.int64)
         depth0 = max(k, int(n_classes.min()) // 128, 1)
         kernel.ranked_predict(
-            q, n_classes, tuples, ptr, members, depth0, self.tie_rtol, best, top, top_scores, tie_count, tie_ids
+            stacked, z, n_classes, tuples, ptr, members, depth0, self.tie_rtol, best, top, top_scores, tie_count, tie_ids
         )
         rows = np.repeat(np.arange(sub.size), tie_count)
         pid = tie_ids[rows, np.arange(rows.size) - np.repeat(np.cumsum(tie_count) - tie_count, tie_count)]

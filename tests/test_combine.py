@@ -208,10 +208,12 @@ def test_flat_probabilities_compiled_dense_scoring_is_exact(rule, monkeypatch):
     np.testing.assert_allclose(compiled.score, ref_best, rtol=1e-12)
 
 
-def test_flat_rows_over_thousands_of_classes_stop_early_and_stay_exact(monkeypatch):
+@pytest.mark.parametrize("dtypes", ["float32", "float64", "float64,float32,float32"])
+def test_flat_rows_over_thousands_of_classes_stop_early_and_stay_exact(dtypes, monkeypatch):
     """Sets of thousands of classes: the compiled search reads rank thresholds from a sorted head of a
     class sample and jumps to the first depth whose bound is below the k-th best score; a uniform row
-    has to go past that head to every class. Both must equal the NumPy dense path bit for bit."""
+    has to go past that head to every class. Both must equal the NumPy dense path bit for bit, whatever
+    float type each head's probabilities come in (the kernel divides them itself)."""
     from partition_gen import combine
 
     ks = (2500, 3100, 1900)
@@ -220,6 +222,11 @@ def test_flat_rows_over_thousands_of_classes_stop_early_and_stay_exact(monkeypat
     probs = random_probs(np.random.default_rng(5), ks, batch=12, concentration=1.0)
     for p in probs.values():
         p[-1] = np.float32(1.0 / p.shape[1])  # a uniform row: every partition ties
+    types = (dtypes.split(",") * 3)[:3]
+    probs = {name: p.astype(t) for (name, p), t in zip(probs.items(), types)}
+    if "float64" in types:  # values a float32 cannot tell apart, so the order of P is float64's own
+        first = next(iter(probs))
+        probs[first][0] += np.random.default_rng(6).uniform(0, 1e-12, probs[first].shape[1])
     assert combine._kernel() is not None
     compiled = Combiner(parts, top_k=5).predict(probs)
     monkeypatch.setattr(combine, "_kernel", lambda: None)
