@@ -40,14 +40,16 @@ def random_probs(rng, ks, batch, concentration):
 
 @pytest.mark.parametrize("rule", [NORMALIZED_SUM, SIMPLE_SUM])
 @pytest.mark.parametrize("seed,concentration", [(0, 0.05), (1, 0.5), (2, 5.0)])
-@pytest.mark.parametrize("path", ["auto", "pruned", "dense"])
+@pytest.mark.parametrize("path", ["auto", "pruned", "compiled", "dense"])
 def test_combiner_matches_per_node_equations(seed, concentration, rule, path):
     ks = (7, 12, 30)
     assignments, n_images, xyz_sum = random_sets(seed, n_nodes=300, ks=ks)
     parts = build_partitions(assignments, n_images, xyz_sum, sets_checksum="x")
     rng = np.random.default_rng(100 + seed)
     probs = random_probs(rng, ks, batch=12, concentration=concentration)
-    options = {"auto": {}, "pruned": {"prune_ratio": 0.9, "dense_fraction": 10.0}, "dense": {"dense_fraction": 0.0}}
+    options = {"auto": {}, "dense": {"dense_fraction": 0.0},
+               "pruned": {"prune_ratio": 0.9, "dense_fraction": 10.0, "kernel_candidates_per_class": np.inf},
+               "compiled": {"kernel_candidates_per_class": 0.0}}
     pred = Combiner(parts, rule=rule, top_k=6, **options[path]).predict(probs)
     ref_nodes, ref_lat, ref_lng, ref_best, _ = per_node_reference(assignments, xyz_sum, probs, rule)
     for b in range(12):
@@ -138,7 +140,7 @@ def test_peaked_probabilities_are_decided_without_dense_scoring(monkeypatch):
     assignments, n_images, xyz_sum = random_sets(9, n_nodes=300, ks=ks)
     parts = build_partitions(assignments, n_images, xyz_sum, sets_checksum="x")
     probs = random_probs(np.random.default_rng(9), ks, batch=16, concentration=0.02)
-    combiner = Combiner(parts, top_k=2, prune_ratio=0.5, dense_fraction=10.0)
+    combiner = Combiner(parts, top_k=2, prune_ratio=0.5, dense_fraction=10.0, kernel_candidates_per_class=np.inf)
 
     def no_dense(*args, **kwargs):
         raise AssertionError("dense scoring used")
