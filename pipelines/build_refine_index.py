@@ -7,7 +7,7 @@ refinement settings of each combined method and calibrates the 50 %/90 % confide
 (``partition_gen.confidence``). Nothing here looks at a test set.
 
     python -m pipelines.build_refine_index --examples out/examples --model out/model \\
-        --partitions out/partitions [--code_bytes 32]
+        --partitions out/partitions [--code_bytes 32] [--index_from out_other/model]
 
 ``pipelines.batch_predict`` (and ``locate``) then add "<method>+R" rows and radius50_km/radius90_km when the
 model directory has ``refine/``. A local job: the train split of one examples artifact fits in memory as
@@ -207,9 +207,12 @@ def run(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--code_bytes", type=int, default=refine.DEFAULT_CODE_BYTES,
                         help="PQ code bytes per training photo (one per sub-vector)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--index_from", metavar="MODEL_DIR",
+                        help="reuse this model directory's refinement index when it encodes the same training "
+                             "photos over the same partitions (a run that differs only in training)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return build(args.examples, args.model, args.partitions, args.code_bytes, args.seed)
+    return build(args.examples, args.model, args.partitions, args.code_bytes, args.seed, index_from=args.index_from)
 
 
 if __name__ == "__main__":
