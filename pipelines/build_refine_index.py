@@ -4,7 +4,8 @@ Reads the training-examples artifact (``pipelines.make_examples``): the train sp
 labels become the compact refinement index (``partition_gen.refine``: PQ codes + float32 locations grouped by
 partition); the eval split, predicted by the exported model and combined over the partitions, chooses the
 refinement settings of each combined method and calibrates the 50 %/90 % confidence radii of every method
-(``partition_gen.confidence``). Nothing here looks at a test set.
+(``partition_gen.confidence``), on at most 25,000 eval photos (a seeded sample of a larger split).
+Nothing here looks at a test set.
 
     python -m pipelines.build_refine_index --examples out/examples --model out/model \\
         --partitions out/partitions [--code_bytes 32] [--index_from out_other/model]
@@ -83,6 +84,25 @@ def predict_probabilities(model_dir: str, partitions, embeddings: np.ndarray) ->
 EVAL_CHUNK = 2048
 
 
+# Eval photos the settings and radii are chosen on. Two settings per method and a 10-bin quantile fit are
+# pinned down long before this; beyond it the choice only costs time, and super-linearly: each eval photo
+# searches the training photos of its top partitions, which grow with the corpus (a 1M-photo run's 100k eval
+# photos took most of its refinement stage).
+MAX_CALIBRATION_PHOTOS = 25_000
+
+
+def calibration_sample(split: dict, limit: int, seed: int) -> dict:
+    """The split itself when it has at most ``limit`` photos, else a seeded sample of ``limit`` of them (in
+    split order)."""
+    n = len(split["photo_id"])
+    if n <= limit:
+        return split
+    keep = np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+    LOG.info("settings and confidence radii chosen on %d of the %d eval photos", limit, n)
+    return {key: ({k: v[keep] for k, v in value.items()} if isinstance(value, dict) else value[keep])
+            for key, value in split.items()}
+
+
 @dataclass(frozen=True)
 class EvalPrediction:
     """One method's combined prediction of the eval split: what settings search, refinement and calibration
@@ -139,7 +159,7 @@ def build(examples_dir: str, model_dir: str, partitions_dir: str, code_bytes: in
                                    seed)
         LOG.info("index of %d training photos built in %.1f s", index.n_photos, time.time() - started)
 
-    held = read_split(examples_dir, "eval")
+    held = calibration_sample(read_split(examples_dir, "eval"), MAX_CALIBRATION_PHOTOS, seed)
     combiners = {m.name: m.combiner(parts, top_k=CALIBRATION_TOP_K) for m in standard_methods(parts.set_names)}
     predictions = predict_eval_split(load_model(model_dir, parts), parts.set_names, combiners, held["embedding"])
     settings, calibrations, report = {}, {}, {}

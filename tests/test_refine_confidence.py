@@ -306,3 +306,22 @@ def test_an_index_is_reused_only_for_the_same_photos_and_partitions(world, tmp_p
     assert reusable_index(str(tmp_path / "nothing"), parts, train, photo_part, code_bytes=8) is None
     other = build_partitions(*random_sets(5, n_nodes=300, ks=(7, 12, 30)), sets_checksum="y")
     assert reusable_index(model_dir, other, train, photo_part, code_bytes=8) is None
+
+
+def test_a_large_eval_split_is_sampled_for_calibration_with_every_column_aligned():
+    from pipelines.build_refine_index import calibration_sample
+
+    n = 1000
+    split = {"photo_id": np.array([f"p{i}" for i in range(n)]), "lat": np.arange(n) * 0.1,
+             "lng": -np.arange(n) * 0.1, "embedding": np.arange(n * 3, dtype=np.float32).reshape(n, 3),
+             "labels": {"set1": np.arange(n) % 7, "set2": np.arange(n) % 11}}
+    assert calibration_sample(split, n, seed=0) is split
+    got = calibration_sample(split, 300, seed=0)
+    rows = np.array([int(p[1:]) for p in got["photo_id"]])
+    assert len(rows) == len(set(rows)) == 300 and np.all(np.diff(rows) > 0)
+    np.testing.assert_array_equal(got["lat"], rows * 0.1)
+    np.testing.assert_array_equal(got["lng"], -rows * 0.1)
+    np.testing.assert_array_equal(got["embedding"][:, 0], rows * 3)
+    np.testing.assert_array_equal(got["labels"]["set2"], rows % 11)
+    np.testing.assert_array_equal(calibration_sample(split, 300, seed=0)["photo_id"], got["photo_id"])
+    assert not np.array_equal(calibration_sample(split, 300, seed=1)["photo_id"], got["photo_id"])
