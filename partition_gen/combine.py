@@ -48,12 +48,12 @@ DEFAULT_TIE_RTOL = 1e-12
 # fresh-page faults that dominate larger ones (measured: 2.4x faster than 64 MB chunks).
 _DENSE_CHUNK_ELEMENTS = 2_000_000
 _MIN_PRUNE_RATIO = 1e-9
-# The default kernel_candidates_per_class: with the compiled search there, an image goes to it once its candidates exceed this many per class of all
+# With the compiled search there, an image goes to it once its candidates exceed this many per class of all
 # sets: the search costs about one pass over the classes, the NumPy path's candidate lists and their
 # np.unique several times that per candidate. Measured on 1,024 images (1M nodes, 5 x 10,000 classes; and
-# a 1-epoch model over 6 x ~4,500 classes): CPU ms per image at top-5 / top-20, factor inf (NumPy only)
-# 0.33 / 2.70 and 2.13 / 2.02; factor 0.05: 0.24 / 0.42 and 0.39 / 0.40.
-KERNEL_FACTOR = 0.05
+# a 1-epoch model over 6 x ~4,500 classes): CPU ms per image at top-5 / top-20, NumPy only 0.33 / 2.70 and
+# 2.13 / 2.02; at 0.05: 0.24 / 0.42 and 0.39 / 0.40.
+KERNEL_CANDIDATES_PER_CLASS = 0.05
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class Combiner:
         tie_rtol: float = DEFAULT_TIE_RTOL,
         prune_ratio: float = 0.02,
         dense_fraction: float = 0.25,
-        kernel_candidates_per_class: float | None = None,
+        kernel_candidates_per_class: float = KERNEL_CANDIDATES_PER_CLASS,
     ):
         if rule not in RULES:
             raise ValueError(f"unknown combination rule '{rule}', expected one of {RULES}")
@@ -96,8 +96,7 @@ class Combiner:
         self.tie_rtol = tie_rtol
         self.prune_ratio = prune_ratio
         self.dense_fraction = dense_fraction
-        self.kernel_candidates_per_class = (KERNEL_FACTOR if kernel_candidates_per_class is None
-                                            else kernel_candidates_per_class)
+        self.kernel_candidates_per_class = kernel_candidates_per_class
         self._center_lat, self._center_lng = partitions.centers_latlng()
         self._class_sizes = [s.astype(np.float64) for s in partitions.class_sizes]
         self._class_counts = [np.diff(indptr) for indptr in partitions.class_indptr]

@@ -171,8 +171,7 @@ def build_index(
     # Codebooks kept as float16: half the fixed size (1 MiB at 2048-d), and their rounding (2^-11 relative)
     # is far below the quantisation error itself; tables are computed in float32.
     centroids = faiss.vector_to_array(pq.centroids).reshape(m, _KSUB, dsub).astype(np.float16)
-    order = np.argsort(part, kind="stable")
-    indptr = np.searchsorted(part[order], np.arange(partitions.n_partitions + 1)).astype(np.int32)
+    order, indptr = _partition_order(part, partitions.n_partitions)
     index = RefineIndex(
         partitions_id=partitions.partitions_id,
         set_names=tuple(partitions.set_names),
@@ -188,14 +187,20 @@ def build_index(
     return index
 
 
+def _partition_order(part: np.ndarray, n_partitions: int) -> tuple[np.ndarray, np.ndarray]:
+    """The index's row order (photos grouped by partition, stable) and its (P + 1,) int32 offsets."""
+    order = np.argsort(part, kind="stable")
+    return order, np.searchsorted(part[order], np.arange(n_partitions + 1)).astype(np.int32)
+
+
 def encodes_photos(index: RefineIndex, lat, lng, photo_partition: np.ndarray) -> bool:
     """Whether ``index`` holds exactly these photos (locations, in build_index's partition order)."""
     part = np.asarray(photo_partition)
     if len(part) != index.n_photos or part.size and part.max() >= len(index.indptr) - 1:
         return False
-    order = np.argsort(part, kind="stable")
+    order, indptr = _partition_order(part, len(index.indptr) - 1)
     return bool(
-        np.array_equal(np.searchsorted(part[order], np.arange(len(index.indptr))), index.indptr)
+        np.array_equal(indptr, index.indptr)
         and np.array_equal(np.asarray(lat, dtype=np.float32)[order], index.lat)
         and np.array_equal(np.asarray(lng, dtype=np.float32)[order], index.lng)
     )
