@@ -196,22 +196,30 @@ def build(examples_dir: str, model_dir: str, partitions_dir: str, code_bytes: in
 
 def reusable_index(model_dir: str, parts, train: dict, photo_part: np.ndarray, code_bytes: int):
     """The refinement index of ``model_dir`` when it encodes exactly these training photos over these
-    partitions with codes of this size, else None (with the reason logged)."""
-    index = refine.load_index(model_dir)
-    reason = None
-    if index is None:
-        reason = "it has no refinement index"
-    elif index.partitions_id != parts.partitions_id:
-        reason = f"its index was built for partitions {index.partitions_id}"
-    elif index.codes.shape[1] != min(code_bytes, index.dim) or index.dim != train["embedding"].shape[1]:
-        reason = f"its index has {index.codes.shape[1]}-byte codes of {index.dim}-d features"
-    elif not refine.encodes_photos(index, train["lat"], train["lng"], photo_part):
-        reason = "its index encodes other training photos"
+    partitions with codes of this size, else None (with the reason logged). Reuse is only a shortcut, so a
+    damaged source index is rebuilt rather than fatal."""
+    try:
+        index = refine.load_index(model_dir)
+        reason = _not_reusable(index, parts, train, photo_part, code_bytes)
+    except artifacts.ArtifactChecksumError as error:
+        index, reason = None, str(error)
     if reason:
         LOG.warning("not reusing the refinement index of %s: %s; building one", model_dir, reason)
         return None
     LOG.info("reusing the refinement index of %s (%d training photos)", model_dir, index.n_photos)
     return index.with_settings(methods={})
+
+
+def _not_reusable(index, parts, train: dict, photo_part: np.ndarray, code_bytes: int) -> str | None:
+    if index is None:
+        return "it has no refinement index"
+    if index.partitions_id != parts.partitions_id:
+        return f"its index was built for partitions {index.partitions_id}"
+    if index.codes.shape[1] != min(code_bytes, index.dim) or index.dim != train["embedding"].shape[1]:
+        return f"its index has {index.codes.shape[1]}-byte codes of {index.dim}-d features"
+    if not refine.encodes_photos(index, train["lat"], train["lng"], photo_part):
+        return "its index encodes other training photos"
+    return None
 
 
 # One copy of each helper: the files are read and written by partition_gen.confidence.

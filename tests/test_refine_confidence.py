@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -304,6 +306,11 @@ def test_an_index_is_reused_only_for_the_same_photos_and_partitions(world, tmp_p
     assert reusable_index(model_dir, parts, train, shuffled, code_bytes=8) is None
     assert reusable_index(model_dir, parts, train, photo_part, code_bytes=16) is None
     assert reusable_index(str(tmp_path / "nothing"), parts, train, photo_part, code_bytes=8) is None
+    damaged = str(tmp_path / "damaged_model")
+    refine.save_index(index, refine.index_dir(damaged))
+    with open(os.path.join(refine.index_dir(damaged), refine.INDEX_FILE), "ab") as f:
+        f.write(b"junk")
+    assert reusable_index(damaged, parts, train, photo_part, code_bytes=8) is None
     other = build_partitions(*random_sets(5, n_nodes=300, ks=(7, 12, 30)), sets_checksum="y")
     assert reusable_index(model_dir, other, train, photo_part, code_bytes=8) is None
 
