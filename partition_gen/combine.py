@@ -289,9 +289,11 @@ class Combiner:
                 ptr[i, : indptr.size] = indptr + offset
                 ptr[i, indptr.size :] = indptr[-1] + offset
                 offset += int(indptr[-1])
-            members = np.concatenate([m.astype(np.int64) for m in parts.class_members])
+            # The narrowest integers that hold the ids: a flat image's search reads these arrays at random,
+            # and int16 class ids (int32 partition ids) halve the cache lines it touches.
+            members = np.concatenate(parts.class_members).astype(_index_dtype(parts.n_partitions))
             # Each member's class tuple beside it, so scoring reads memory in CSR order.
-            member_tuples = np.ascontiguousarray(parts.tuples[members], dtype=np.int32)
+            member_tuples = np.ascontiguousarray(parts.tuples[members], dtype=_index_dtype(kmax))
             self._index = (np.asarray(parts.n_classes, dtype=np.int64), member_tuples, ptr, members)
         return self._index
 
@@ -319,6 +321,11 @@ class Combiner:
         out.set_argmax(sub[rows], pid, best[rows])
         ranks = np.broadcast_to(np.arange(k), top.shape)
         out.set_topk(np.repeat(sub, k), ranks.ravel(), top.ravel(), top_scores.ravel())
+
+
+def _index_dtype(n: int) -> type:
+    """The narrowest signed integer type that holds the ids 0 .. n - 1."""
+    return np.int16 if n <= np.iinfo(np.int16).max else np.int32 if n <= np.iinfo(np.int32).max else np.int64
 
 
 def _top_k(s: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -238,3 +238,25 @@ def test_flat_rows_over_thousands_of_classes_stop_early_and_stay_exact(dtypes, m
     for a, b in zip(compiled.argmax_partitions, numpy_path.argmax_partitions):
         np.testing.assert_array_equal(a, b)
     assert compiled.n_argmax[-1] > 1
+
+
+def test_compiled_search_over_a_set_of_more_classes_than_int16_holds(monkeypatch):
+    """The kernel's CSR stores class ids in the narrowest integer type that holds them; a set past
+    int16's range (33,000 classes) must switch to int32 ids and still equal the NumPy path bit for bit."""
+    from partition_gen import combine
+
+    rng = np.random.default_rng(8)
+    n_nodes, ks = 40_000, (33_000, 40)
+    assignments = {"set1": rng.permutation(np.arange(n_nodes) % ks[0]).astype(np.int32),
+                   "set2": rng.integers(0, ks[1], n_nodes).astype(np.int32)}
+    xyz = latlng_to_xyz(np.degrees(np.arcsin(rng.uniform(-1, 1, n_nodes))), rng.uniform(-180, 180, n_nodes))
+    parts = build_partitions(assignments, np.ones(n_nodes, np.int64), xyz, sets_checksum="x")
+    probs = random_probs(rng, ks, batch=6, concentration=1.0)
+    combiner = Combiner(parts, top_k=5, kernel_candidates_per_class=0.0)
+    assert combine._kernel() is not None
+    compiled = combiner.predict(probs)
+    assert combiner._class_index()[1].dtype == np.int32  # the member tuples: class ids past int16
+    monkeypatch.setattr(combine, "_kernel", lambda: None)
+    numpy_path = Combiner(parts, top_k=5).predict(probs)
+    for field in ("score", "lat", "lng", "n_argmax", "topk_ids", "topk_scores"):
+        np.testing.assert_array_equal(getattr(compiled, field), getattr(numpy_path, field))
