@@ -167,8 +167,9 @@ def growth(runs: list[dict]) -> dict:
     return out
 
 
-PHOTO_BOUND = ("bucket photos into S2 cells", "make training examples", "train the heads and export the model",
-               "predict the test photos")
+# Beam jobs whose work splits per photo (they divide over Dataflow workers); training is one Keras process.
+BEAM_PER_PHOTO = ("bucket photos into S2 cells", "make training examples", "predict the test photos")
+TRAINING = "train the heads and export the model"
 TARGET_PHOTOS = 30_000_000
 
 
@@ -187,17 +188,24 @@ def summary(runs: list[dict], growth_: dict, geoclass_job: dict | None) -> str:
             f"- {name}: {st['s_per_1k_photos']} s per 1k photos at {large['photos']:,} "
             f"(x{g['per_photo_ratio']} of the smallest run: {g['growth']}), peak RSS {st['peak_rss_gb']} GB"
         )
-    single = sum(large["stages"][n]["s_per_1k_photos"] for n in PHOTO_BOUND if n in large["stages"])
-    hours = single * TARGET_PHOTOS / 1000 / 3600
+    per_photo = sum(large["stages"][n]["s_per_1k_photos"] for n in BEAM_PER_PHOTO if n in large["stages"])
+    hours = per_photo * TARGET_PHOTOS / 1000 / 3600
     lines.append(
-        f"At 30M photos the photo-bound stages (bucketing, examples, training, prediction) would take about "
-        f"{hours:,.0f} h on this one 2-core machine at the largest run's cost per photo. Bucketing, example "
-        "writing and prediction are Beam jobs whose work splits per photo, so on Dataflow they divide over "
-        f"workers: ~{max(1, round(hours / 0.5))} 2-vCPU workers (or a quarter as many n2-standard-8) bring them "
-        "near half an hour, assuming the per-photo cost stays flat (it does above, where the verdict is "
-        "'linear'). Training is one Keras process: at 30M photos x 3 epochs run it on a GPU/TPU machine "
-        "(the heads sit on frozen 128-d or 2048-d features, so the input pipeline, not the model, bounds it)."
+        f"At 30M photos the Beam stages that split per photo (bucketing, example writing, prediction) would "
+        f"take about {hours:,.1f} h on this one 2-core machine at the largest run's cost per photo; on Dataflow "
+        f"they divide over workers: ~{max(1, round(hours / 0.5))} 2-vCPU workers (or a quarter as many "
+        "n2-standard-8) bring them near half an hour, assuming the per-photo cost stays flat (it does above, "
+        "where the verdict is 'linear')."
     )
+    if TRAINING in large["stages"]:
+        train_hours = large["stages"][TRAINING]["s_per_1k_photos"] * TARGET_PHOTOS / 1000 / 3600
+        epochs = large.get("epochs") or 1
+        lines.append(
+            f"Training is one Keras process and does not split over Beam workers: at the largest run's cost it "
+            f"would take about {train_hours / epochs:,.0f} h per epoch at 30M photos on these 2 cores, and its "
+            "cost per photo grows with the number of classes per set; run it on a GPU/TPU machine (the heads "
+            "sit on frozen 128-d or 2048-d features, so the input pipeline, not the model, bounds it)."
+        )
     if geoclass_job:
         lines.append(
             f"Geoclass sets grow with non-empty level-14 cells, not photos: the paper's 30M photos fill ~2.8M "
