@@ -234,3 +234,28 @@ def test_compiled_merge_reports_a_disconnected_graph():
         merge_nodes(lonely, 5, engine="numba")
     with pytest.raises(ValueError, match="engine"):
         merge_nodes(graph, 5, engine="cython")
+
+
+@pytest.mark.parametrize("dtype,layout", [("float32", "C"), ("float32", "strided"), ("float64", "C")])
+def test_compiled_feature_dot_is_the_scalar_reference_bit_for_bit(dtype, layout):
+    """The merge kernel's dot product (four float64 partial sums, one SIMD lane each for C-ordered float32
+    rows) equals its written-out scalar definition exactly, for every remainder of the dimension mod 4:
+    a near-tie between two neighbours' weights must go the same way on every path."""
+    from numba import njit
+
+    from partition_gen import _merge_kernel as kernel
+
+    @njit
+    def compiled_dot(feat, a, b):
+        return kernel._dot(feat, a, b)
+
+    rng = np.random.default_rng(3)
+    for dim in (1, 2, 3, 4, 5, 7, 86, 128, 131):
+        wide = rng.normal(0, 10, (40, 2 * dim)).astype(dtype)
+        feat = wide[:, ::2] if layout == "strided" else np.ascontiguousarray(wide[:, :dim])
+        for a, b in rng.integers(0, 40, (25, 2)):
+            expected = kernel._dot(feat, a, b)  # the plain Python body
+            assert compiled_dot(feat, a, b) == expected, (dim, a, b)
+    # The definition's order is not a plain float64 dot's (which rounds otherwise): the check can tell.
+    assert any(kernel._dot(feat, a, b) != float(feat[a].astype(np.float64) @ feat[b].astype(np.float64))
+               for a, b in rng.integers(0, 40, (200, 2)))
