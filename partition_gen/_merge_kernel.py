@@ -76,16 +76,22 @@ def _push(heap_s, heap_n, size, s, nd):
 
 
 def _dot(feat, a, b):
-    """Row a . row b, float32 products summed in float64 over four interleaved partial sums: partial sum j
-    takes the terms k = j (mod 4) in order, a remainder of d % 4 terms goes to the first, and the result is
-    (s0 + s1) + (s2 + s3). Compiled by the overload below; this body is the reference it matches."""
+    """Row a . row b, float32 products summed in float64 over four interleaved partial sums (a remainder of
+    d % 4 terms goes to the first), then (s0 + s1) + (s2 + s3). Plain Python, this is the definition; in
+    compiled code the overload below takes it, with the four sums in SIMD lanes where the rows allow."""
     d = feat.shape[1]
-    s = [0.0, 0.0, 0.0, 0.0]
-    for k in range(d - d % 4):
-        s[k % 4] += np.float64(feat[a, k]) * np.float64(feat[b, k])
-    for k in range(d - d % 4, d):
-        s[0] += np.float64(feat[a, k]) * np.float64(feat[b, k])
-    return (s[0] + s[1]) + (s[2] + s[3])
+    s0 = s1 = s2 = s3 = 0.0
+    k = 0
+    while k + 4 <= d:
+        s0 += np.float64(feat[a, k]) * np.float64(feat[b, k])
+        s1 += np.float64(feat[a, k + 1]) * np.float64(feat[b, k + 1])
+        s2 += np.float64(feat[a, k + 2]) * np.float64(feat[b, k + 2])
+        s3 += np.float64(feat[a, k + 3]) * np.float64(feat[b, k + 3])
+        k += 4
+    while k < d:
+        s0 += np.float64(feat[a, k]) * np.float64(feat[b, k])
+        k += 1
+    return (s0 + s1) + (s2 + s3)
 
 
 @intrinsic
@@ -135,22 +141,7 @@ def _dot_compiled(feat, a, b):
 
         return dot_vector
 
-    def dot_scalar(feat, a, b):
-        d = feat.shape[1]
-        s0 = s1 = s2 = s3 = 0.0
-        k = 0
-        while k + 4 <= d:
-            s0 += np.float64(feat[a, k]) * np.float64(feat[b, k])
-            s1 += np.float64(feat[a, k + 1]) * np.float64(feat[b, k + 1])
-            s2 += np.float64(feat[a, k + 2]) * np.float64(feat[b, k + 2])
-            s3 += np.float64(feat[a, k + 3]) * np.float64(feat[b, k + 3])
-            k += 4
-        while k < d:
-            s0 += np.float64(feat[a, k]) * np.float64(feat[b, k])
-            k += 1
-        return (s0 + s1) + (s2 + s3)
-
-    return dot_scalar
+    return _dot  # the scalar definition itself, compiled
 
 
 @njit(cache=True, nogil=True)
