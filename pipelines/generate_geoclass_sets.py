@@ -45,7 +45,6 @@ from dataclasses import replace
 
 import apache_beam as beam
 import numpy as np
-import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.utils.shared import Shared
@@ -69,7 +68,7 @@ from pipelines.common import (
 )
 from schemas import columns as c
 from schemas.cli import Parser
-from schemas.io import list_table_files, open_for_read, read_table
+from schemas.io import list_table_files, parquet_file, read_table
 
 JOB = "generate_geoclass_sets"
 LOG = logging.getLogger(__name__)
@@ -148,10 +147,9 @@ def load_graph(cells_path: str, with_features: bool) -> InitialGraph:
 
 def _feature_batches(cells_path: str, rows_per_batch: int = 65_536):
     for path in list_table_files(cells_path):
-        with open_for_read(path) as handle:
-            # pre_buffer=False: pre-buffering held ~2.4 GB of column chunks at 2.8M x 128-d (measured 0.6 GB
-            # without), which set the worker's peak memory while the features were read.
-            parquet = pq.ParquetFile(handle, pre_buffer=False)
+        # pre_buffer=False: pre-buffering held ~2.4 GB of column chunks at 2.8M x 128-d (measured 0.6 GB
+        # without), which set the worker's peak memory while the features were read.
+        with parquet_file(path, pre_buffer=False) as parquet:
             yield from parquet.iter_batches(batch_size=rows_per_batch, columns=[c.CELL_ID, c.FEATURE_SUM])
 
 
@@ -252,12 +250,11 @@ def cells_shape(cells_path: str) -> tuple[int, int]:
     files = list_table_files(cells_path)
     n_nodes, dim = 0, 0
     for f in files:
-        handle = FileSystems.open(f) if "://" in f else f
-        parquet = pq.ParquetFile(handle)
-        n_nodes += parquet.metadata.num_rows
-        if not dim and parquet.metadata.num_rows:
-            first = parquet.read_row_group(0, columns=[c.FEATURE_SUM]).column(0)
-            dim = len(first[0].as_py())
+        with parquet_file(f) as parquet:
+            n_nodes += parquet.metadata.num_rows
+            if not dim and parquet.metadata.num_rows:
+                first = parquet.read_row_group(0, columns=[c.FEATURE_SUM]).column(0)
+                dim = len(first[0].as_py())
     return n_nodes, dim
 
 

@@ -8,6 +8,7 @@ commit point.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import uuid
@@ -84,16 +85,32 @@ def list_table_files(
 def read_table(path: str, columns: list[str] | None = None) -> pa.Table:
     """Read a whole artifact into one Arrow table (schemas unified across shards)."""
     files = list_table_files(path)
-    if is_remote(path):
-        from apache_beam.io.filesystems import FileSystems
-
-        tables = []
-        for f in files:
-            with FileSystems.open(f) as handle:
-                tables.append(pq.read_table(handle, columns=columns))
-    else:
-        tables = [pq.read_table(f, columns=columns) for f in files]
+    tables = [_read_parquet_file(f, columns) for f in files]
     return pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+
+
+@contextlib.contextmanager
+def _naming_damaged_file(path: str):
+    """Re-raise Arrow's error about a damaged or non-Parquet file with the file's path in front (same type)."""
+    try:
+        yield
+    except (pa.ArrowInvalid, OSError) as error:
+        if path in str(error):
+            raise
+        raise type(error)(f"{path}: {error}") from error
+
+
+def _read_parquet_file(path: str, columns: list[str] | None) -> pa.Table:
+    with _naming_damaged_file(path), open_for_read(path) as handle:
+        return pq.read_table(handle, columns=columns)
+
+
+@contextlib.contextmanager
+def parquet_file(path: str, **options):
+    """One local or remote Parquet file as a ``pq.ParquetFile`` (for metadata and streamed batches); a
+    damaged file's error names it."""
+    with _naming_damaged_file(path), open_for_read(path) as handle:
+        yield pq.ParquetFile(handle, **options)
 
 
 def write_table_atomic(table: pa.Table, path: str) -> None:

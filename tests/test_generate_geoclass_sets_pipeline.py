@@ -135,3 +135,24 @@ def test_spec_file_and_refusals_before_the_pipeline_starts(cells_dir, tmp_path):
     assert not os.path.exists(refused)
     with pytest.raises(FileNotFoundError):
         job.run(["--cells", str(tmp_path / "nope"), "--output", refused, "--n_classes", "3", *LOCAL])
+
+
+def test_a_damaged_cells_file_is_named_in_the_error(cells_dir, tmp_path):
+    """A shard that is not Parquet (a cut-off copy, a stray file): the error names that file, through every
+    way the job opens the artifact (the whole table, the streamed features, the shape from metadata)."""
+    import shutil
+
+    from schemas.io import read_table
+
+    path, _ = cells_dir
+    broken = tmp_path / "cells"
+    shutil.copytree(path, broken)
+    shard = sorted(broken.glob("*.parquet"))[0]
+    shard.write_bytes(b"not parquet")
+    for read in (lambda: read_table(str(broken)), lambda: job.cells_shape(str(broken)),
+                 lambda: next(job._feature_batches(str(broken)))):
+        with pytest.raises(ValueError, match=f"^{shard}: .*Parquet"):
+            read()
+    with pytest.raises(ValueError, match=str(shard)):
+        job.run(["--cells", str(broken), "--output", str(tmp_path / "out"), "--n_classes", "3", *LOCAL])
+    assert not (tmp_path / "out").exists()
