@@ -42,6 +42,7 @@ from partition_gen.retrieval import knn_predict, prior_only_baseline
 from pipelines import batch_predict, evaluate, run_all
 from schemas import columns as c
 from schemas import io as artifact_io
+from schemas.cli import Parser
 
 LOG = logging.getLogger("bench.accuracy")
 COMPARE_KM = (1, 5, 10, 25)
@@ -299,7 +300,7 @@ def _cpu_seconds() -> float:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n_train", type=int, default=DEFAULT_N_TRAIN,
                         help="simulated training photos")
     parser.add_argument("--seed", type=int, default=0)

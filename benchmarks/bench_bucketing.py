@@ -14,7 +14,6 @@ Goal: the job reaches at least 1/4 of the NumPy pass's throughput. Records key `
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
@@ -31,6 +30,7 @@ from partition_gen.s2cells import latlng_to_cell_ids
 from pipelines import bucket_cells, common
 from sampledata.paths import mp16_coordinates
 from schemas import columns as c
+from schemas.cli import Parser
 from schemas.io import SUCCESS_MARKER
 
 ROW_GROUP_ROWS = 65_536
@@ -75,7 +75,7 @@ def numpy_pass(path: str, level: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser()
+    parser = Parser()
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--level", type=int, default=14)

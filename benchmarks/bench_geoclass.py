@@ -24,7 +24,6 @@ bench/geoclass_sets_map.png.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import logging
 import os
@@ -39,6 +38,7 @@ from partition_gen import s2cells
 from partition_gen.graph import _hull_facets, _normalise_rows, build_initial_graph, with_feature_means
 from partition_gen.merging import merge_nodes, merge_reference_networkx
 from partition_gen.planet import read_partition_csv
+from schemas.cli import Parser
 
 LOG = logging.getLogger("bench_geoclass")
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"
@@ -148,7 +148,7 @@ def draw_map(graph, labels, path: Path, n_classes: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description="geoclass-set generation benchmark")
+    parser = Parser(description="geoclass-set generation benchmark")
     parser.add_argument("--nodes", type=int, default=2_800_000)
     parser.add_argument("--classes", type=int, default=10_000)
     parser.add_argument("--dim", type=int, default=128)

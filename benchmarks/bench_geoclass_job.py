@@ -15,7 +15,6 @@ Records key ``geoclass_sets_job``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ from benchmarks.bench_geoclass import LEVEL, draw_nodes, smooth_features
 from benchmarks.bench_scale import TreeSampler
 from benchmarks.results import record
 from partition_gen import s2cells
+from schemas.cli import Parser
 from schemas.io import SUCCESS_MARKER
 from schemas.tables import CELLS
 
@@ -68,7 +68,7 @@ def write_cells(directory: Path, n_nodes: int, dim: int, rows_per_group: int = 1
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description="every geoclass set through the Beam job")
+    parser = Parser(description="every geoclass set through the Beam job")
     parser.add_argument("--nodes", type=int, default=2_800_000)
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--classes", type=int, default=10_000)

@@ -29,7 +29,6 @@ Ratios (job images/s over model-alone images/s; goal >= 0.8):
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -41,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.results import record
+from schemas.cli import Parser
 
 LOG = logging.getLogger("bench_image_jobs")
 SIZES = [(480, 360), (800, 600), (1024, 768), (1600, 1200), (2048, 1536), (3264, 2448), (4032, 3024)]
@@ -193,7 +193,7 @@ def job_ratios(figures: dict, job: str, alone: str, n_images: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description="image jobs throughput against the model alone")
+    parser = Parser(description="image jobs throughput against the model alone")
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--model_images", type=int, default=96,
                         help="images of the model-alone runs (the first ones; default 96 = 6 batches)")

@@ -17,7 +17,6 @@ The load average before the runs is recorded too: other jobs on the machine slow
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -26,6 +25,8 @@ import tempfile
 import time
 
 import numpy as np
+
+from schemas.cli import Parser
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = [(320, 240), (640, 480), (1024, 768), (1600, 1200), (1200, 1600), (3264, 2448), (4032, 3024)]
@@ -105,7 +106,7 @@ def measure(n_photos: int = 40) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", type=int, default=40, help="photos (default 40: fits make bench's 1 minute)")
     args = parser.parse_args(argv)
     figures = measure(args.photos)

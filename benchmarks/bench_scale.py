@@ -21,7 +21,6 @@ extrapolation to 30M photos that ``bench/REPORT.md`` shows.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -38,6 +37,7 @@ from pathlib import Path
 import psutil
 
 from benchmarks.results import record
+from schemas.cli import Parser
 
 LOG = logging.getLogger("bench_scale")
 STAGE_LINE = re.compile(r"^(\S+ \S+) .*\[(\d)/\d\] (.+?) (\.\.\.|done in)")
@@ -248,7 +248,7 @@ def merged_figures(new_runs: list[dict], replace_recorded: bool = False) -> dict
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description="run_all stage costs as the training set grows")
+    parser = Parser(description="run_all stage costs as the training set grows")
     parser.add_argument("--sizes", default="10000,30000",
                         help="comma-separated training-photo counts (default 10000,30000: what fits make bench's "
                              "4 minutes for this benchmark on 2 cores); runs merge into the recorded ones by size")

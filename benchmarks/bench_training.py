@@ -26,7 +26,6 @@ The shuffle buffer is a quarter of the rows, so reading runs alongside the timed
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shutil
@@ -34,6 +33,8 @@ import tempfile
 import time
 
 import numpy as np
+
+from schemas.cli import Parser
 
 log = logging.getLogger("bench_training")
 
@@ -204,7 +205,7 @@ def measure(
 def main(argv: list[str] | None = None) -> dict:
     from benchmarks.results import record
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=6, help="steps per timed run (the first is not counted)")
     parser.add_argument("--repeats", type=int, default=1, help="timed rounds; the fastest counts")
     parser.add_argument("--batch_size", type=int, default=256)

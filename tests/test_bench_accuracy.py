@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from benchmarks.bench_accuracy import KNN, SMOOTHED, ablation, outcome
 
 THRESHOLDS = [1, 5, 10, 25, 50]
@@ -48,3 +50,17 @@ def test_radii_verdicts_and_smoothed_rows_in_the_ablation():
     verdict = outcome(table)
     assert verdict["radii_CPlaNet[1-2]"]["holds_45_55"] is False and verdict["radii_CPlaNet[1-2]"]["holds_85_95"] is False
     assert verdict["radii_CPlaNet[1-2]+R"]["holds_45_55"] is True and verdict["radii_CPlaNet[1-2]+R"]["holds_85_95"] is True
+
+
+@pytest.mark.parametrize("module", ["bench_scale", "bench_geoclass", "bench_accuracy", "bench_training",
+                                    "bench_geoclass_job", "bench_image_jobs", "bench_locate", "bench_bucketing"])
+def test_a_benchmark_refuses_an_abbreviated_or_misspelt_flag_before_measuring(module, capsys):
+    """`--size 1000` once ran bench_scale at 1,000 photos (argparse took it for --sizes) and recorded the run
+    into bench/results.json; every benchmark now stops with exit status 2 and names the flag."""
+    import importlib
+
+    main = importlib.import_module(f"benchmarks.{module}").main
+    with pytest.raises(SystemExit) as stop:
+        main(["--size", "1000"])
+    assert stop.value.code == 2
+    assert "unrecognized argument --size" in capsys.readouterr().err
